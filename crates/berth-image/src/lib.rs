@@ -1,0 +1,7 @@
+//! The berth image store: OCI image layout on disk, layers and snapshots.
+//!
+//! Stores blobs content-addressed (verified before they become visible), keeps tags as
+//! `org.opencontainers.image.ref.name` annotations so skopeo/umoci/podman read the same
+//! directory, unpacks layers safely into snapshots keyed by chain ID, builds overlay
+//! rootfs for containers, turns image configs into runtime specs and imports/exports
+//! archives. It does not talk to registries (that is berth-registry).

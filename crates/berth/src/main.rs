@@ -1,15 +1,35 @@
 //! `berth`: the user CLI with docker-like and kubectl-like verbs.
 //!
-//! Glue only: it parses arguments and calls the library crates.
+//! Glue only: it parses arguments and calls the library crates. Each group of verbs
+//! lives in its own module (`cmd_*.rs`) and is flattened into the top-level command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// berth: a container toolkit.
+/// berth: a container toolkit (images, containers, builds, manifests).
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options every verb understands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Root of persistent data (images, metadata).
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    pub root: PathBuf,
+    /// Root of runtime state (running containers).
+    #[arg(long, global = true, env = "BERTH_STATE", default_value = "/run/berth")]
+    pub state: PathBuf,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
+    pub log_level: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -18,10 +38,26 @@ enum Command {
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Version => println!("berth {}", env!("CARGO_PKG_VERSION")),
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result: anyhow::Result<u8> = match cli.command {
+        Command::Version => {
+            println!("berth {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("berth: {err:#}");
+            // 125 like docker: berth itself failed
+            ExitCode::from(125)
+        }
     }
-    Ok(())
 }

@@ -1,1 +1,475 @@
-//! Test harness.
+//! Harness for berth's end-to-end tests: the parts every root-needing test shares.
+//!
+//! - [`require_cmd`]: a prerequisite that is missing fails the test (never a silent skip).
+//! - [`busybox_bundle`]: an OCI bundle whose rootfs is Debian's static busybox.
+//! - [`bin_path`]: the workspace's own binaries, built by `cargo xtask test`.
+//! - [`TestRoots`]: private berth roots per test, so tests run in parallel.
+//! - [`LeakCheck`]: mounts, cgroups, network namespaces, links, nft rules and processes
+//!   left behind by a test.
+//!
+//! It does not start or fake any berth functionality itself.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Full path of a command on PATH; panics with a clear message if it is missing.
+///
+/// `cargo xtask test` installs every prerequisite, so a missing one is a broken
+/// environment and the test must fail, not pass without testing anything.
+pub fn require_cmd(name: &str) -> PathBuf {
+    which(name).unwrap_or_else(|| {
+        panic!("prerequisite missing: `{name}` is not on PATH (run `cargo xtask test`, which installs it)")
+    })
+}
+
+/// Looks a command up on PATH (plus the sbin directories root usually has).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Panics unless the test runs as root; root-needing tests call this first.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (it creates namespaces, mounts and cgroups)"
+    );
+}
+
+/// Path of a binary of this workspace (`berth`, `berth-oci`), from the same target
+/// directory and profile as the running test.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not built: run `cargo build --workspace --bins` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// A unique, short name for containers, networks or cgroups made by one test.
+pub fn unique_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Applets to link: the list busybox itself reports (`busybox --list`).
+fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
+    let out = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {} --list", busybox.display()))?;
+    if !out.status.success() {
+        bail!("{} --list failed: {}", busybox.display(), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "busybox")
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Fills `rootfs` with Debian's static busybox: /bin/busybox, one symlink per applet in
+/// /bin, /etc/passwd, /etc/group, /tmp and empty mount points.
+pub fn busybox_rootfs(rootfs: &Path) -> Result<()> {
+    let busybox = require_cmd("busybox");
+    for dir in [
+        "bin", "etc", "tmp", "proc", "sys", "dev", "root", "home", "var", "run",
+    ] {
+        fs::create_dir_all(rootfs.join(dir)).with_context(|| format!("mkdir {dir} in rootfs"))?;
+    }
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::copy(&busybox, rootfs.join("bin/busybox")).context("copying busybox into rootfs")?;
+    for applet in busybox_applets(&busybox)? {
+        let link = rootfs.join("bin").join(&applet);
+        if !link.exists() {
+            symlink("busybox", &link).with_context(|| format!("linking applet {applet}"))?;
+        }
+    }
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+    )?;
+    fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    Ok(())
+}
+
+/// The `config.json` of a busybox bundle: what `runc spec` writes, with `args`,
+/// no terminal and a writable root, so runc and berth-oci get the same input.
+pub fn default_config(args: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": args,
+            "env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "TERM=xterm"
+            ],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": "berth",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+              "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] }
+        ],
+        "linux": {
+            "resources": { "devices": [{ "allow": false, "access": "rwm" }] },
+            "namespaces": [
+                { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
+                { "type": "uts" }, { "type": "mount" }
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
+}
+
+/// Makes an OCI bundle in `dir` (created if needed): `rootfs/` from busybox and a
+/// `config.json` running `args`. Returns the bundle directory.
+pub fn busybox_bundle(dir: &Path, args: &[&str]) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("creating bundle dir {}", dir.display()))?;
+    busybox_rootfs(&dir.join("rootfs"))?;
+    write_config(dir, &default_config(args))?;
+    Ok(dir.to_path_buf())
+}
+
+/// Writes `config` as the bundle's `config.json`.
+pub fn write_config(bundle: &Path, config: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(config)?;
+    fs::write(bundle.join("config.json"), text)
+        .with_context(|| format!("writing {}/config.json", bundle.display()))
+}
+
+/// Private berth roots for one test: persistent root and runtime state, both removed
+/// when dropped.
+#[derive(Debug)]
+pub struct TestRoots {
+    dir: tempfile::TempDir,
+}
+
+impl TestRoots {
+    /// Makes fresh, empty roots.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
+        fs::create_dir_all(dir.path().join("root"))?;
+        fs::create_dir_all(dir.path().join("state"))?;
+        Ok(Self { dir })
+    }
+
+    /// The temporary directory holding both roots (and room for bundles).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `--root` / `BERTH_ROOT`.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// `--state` / `BERTH_STATE`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A `berth` command bound to these roots.
+    pub fn berth(&self) -> Command {
+        let mut cmd = Command::new(bin_path("berth"));
+        cmd.env("BERTH_ROOT", self.root())
+            .env("BERTH_STATE", self.state());
+        cmd
+    }
+}
+
+/// What the host looks like, limited to things whose description contains one of the
+/// test's markers (its temp dir, container ids, names): tests run in parallel, so a
+/// global diff would blame one test for another's work in progress.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HostSnapshot {
+    mounts: BTreeSet<String>,
+    cgroups: BTreeSet<String>,
+    netns: BTreeSet<String>,
+    links: BTreeSet<String>,
+    nft: BTreeSet<String>,
+    processes: BTreeSet<String>,
+}
+
+/// Finds what a test left behind: mounts, cgroup directories, named network namespaces,
+/// network links, nft rules and processes that mention the test's markers.
+///
+/// Make it before the test acts, with every marker the test's objects carry (the temp
+/// dir path, container ids); call [`LeakCheck::assert_clean`] at the end.
+#[derive(Debug)]
+pub struct LeakCheck {
+    markers: Vec<String>,
+    before: HostSnapshot,
+}
+
+impl LeakCheck {
+    /// Snapshots the host now, scoped to `markers` (must be non-empty strings).
+    pub fn new<S: AsRef<str>>(markers: &[S]) -> Self {
+        let markers: Vec<String> = markers.iter().map(|m| m.as_ref().to_owned()).collect();
+        assert!(
+            !markers.is_empty() && markers.iter().all(|m| m.len() >= 3),
+            "leak check needs specific markers, got {markers:?}"
+        );
+        let before = snapshot(&markers);
+        Self { markers, before }
+    }
+
+    /// Adds a marker learnt after the check was made (say, a generated container id).
+    pub fn add_marker(&mut self, marker: impl Into<String>) {
+        self.markers.push(marker.into());
+    }
+
+    /// What exists now that did not exist before, one line per leaked thing.
+    pub fn leaks(&self) -> Vec<String> {
+        let now = snapshot(&self.markers);
+        let mut leaks = Vec::new();
+        let mut diff = |kind: &str, before: &BTreeSet<String>, after: &BTreeSet<String>| {
+            leaks.extend(
+                after
+                    .difference(before)
+                    .map(|item| format!("{kind}: {item}")),
+            );
+        };
+        diff("mount", &self.before.mounts, &now.mounts);
+        diff("cgroup", &self.before.cgroups, &now.cgroups);
+        diff("netns", &self.before.netns, &now.netns);
+        diff("link", &self.before.links, &now.links);
+        diff("nft", &self.before.nft, &now.nft);
+        diff("process", &self.before.processes, &now.processes);
+        leaks
+    }
+
+    /// Panics listing everything left behind. Processes get a short grace period to
+    /// finish exiting (a killed container's init may still be reaped by its parent).
+    pub fn assert_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let leaks = self.leaks();
+            if leaks.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("left behind by the test:\n  {}", leaks.join("\n  "));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn mentions(text: &str, markers: &[String]) -> bool {
+    markers.iter().any(|m| text.contains(m.as_str()))
+}
+
+fn snapshot(markers: &[String]) -> HostSnapshot {
+    HostSnapshot {
+        mounts: scoped_mounts(markers),
+        cgroups: scoped_cgroups(markers),
+        netns: scoped_dir_entries(Path::new("/run/netns"), markers),
+        links: command_lines("ip", &["-o", "link", "show"], markers),
+        nft: command_lines("nft", &["list", "ruleset"], markers),
+        processes: scoped_processes(markers),
+    }
+}
+
+fn scoped_mounts(markers: &[String]) -> BTreeSet<String> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            // fields: id parent major:minor root mountpoint options ... - fstype source
+            let mut fields = line.split_whitespace();
+            let root = fields.nth(3)?;
+            let mountpoint = fields.next()?;
+            let fstype = line.split(" - ").nth(1)?.split_whitespace().next()?;
+            let desc = format!("{mountpoint} ({fstype}, root {root})");
+            mentions(&desc, markers).then_some(desc)
+        })
+        .collect()
+}
+
+fn scoped_cgroups(markers: &[String]) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return found;
+    };
+    for hierarchy in hierarchies.flatten() {
+        walk_cgroups(&hierarchy.path(), 0, markers, &mut found);
+    }
+    found
+}
+
+fn walk_cgroups(dir: &Path, depth: usize, markers: &[String], found: &mut BTreeSet<String>) {
+    // containers sit a few levels down at most; bounded so a deep host tree stays cheap
+    if depth > 4 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if !kind.is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        let text = path.display().to_string();
+        if mentions(&text, markers) {
+            found.insert(text);
+        }
+        walk_cgroups(&path, depth + 1, markers, found);
+    }
+}
+
+fn scoped_dir_entries(dir: &Path, markers: &[String]) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| mentions(name, markers))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn command_lines(program: &str, args: &[&str], markers: &[String]) -> BTreeSet<String> {
+    let Some(path) = which(program) else {
+        return BTreeSet::new();
+    };
+    Command::new(path)
+        .args(args)
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|line| mentions(line, markers))
+                .map(|line| line.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn scoped_processes(markers: &[String]) -> BTreeSet<String> {
+    let me = std::process::id().to_string();
+    let mut found = BTreeSet::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let proc_dir = entry.path();
+        let status = fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+        // zombies hold nothing but a pid; their parent reaps them
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            continue;
+        }
+        let cmdline = fs::read(proc_dir.join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let root = fs::read_link(proc_dir.join("root")).unwrap_or_default();
+        let cwd = fs::read_link(proc_dir.join("cwd")).unwrap_or_default();
+        let desc = format!(
+            "pid {pid}: {} (root {}, cwd {})",
+            cmdline.trim(),
+            root.display(),
+            cwd.display()
+        );
+        if mentions(&desc, markers) {
+            found.insert(desc);
+        }
+    }
+    found
+}
+
+/// Runs a command to completion and returns its stdout, failing with its stderr.
+pub fn run_ok<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let program = program.as_ref();
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = Command::new(program)
+        .args(&args)
+        .output()
+        .with_context(|| format!("running {}", program.to_string_lossy()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {:?} failed ({}): {}",
+            program.to_string_lossy(),
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -9,6 +9,8 @@
 //!
 //! It does not start or fake any berth functionality itself.
 
+pub mod registry;
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;

@@ -1,1 +1,188 @@
-fn main() {}
+//! `cargo xtask`: the project's automation.
+//!
+//! - `test`: installs what the tests need, then fmt, clippy and every test
+//! - `demo`: shows berth's main job end to end, as far as it exists
+//! - `bench`: berth against its real peers with hyperfine; writes target/bench/report.md
+//! - `fixtures`: prepares test fixtures (the busybox bundle)
+//! - `lint`: fmt, clippy and cargo-deny
+//!
+//! It is a developer tool, not part of berth.
+
+mod bench;
+mod demo;
+mod install;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|fixtures|lint|install> [args]
+  test [-- TEST-FILTER...]  install prerequisites, fmt check, clippy -D warnings, every test
+  demo                      show berth's main job end to end
+  bench [CASE...]           benchmarks against real peers -> target/bench/report.md
+  fixtures                  make test fixtures under target/fixtures
+  lint                      fmt check, clippy, cargo deny check
+  install                   only install the prerequisites";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("fixtures") => fixtures().map(|_| ()),
+        Some("lint") => lint(),
+        Some("install") => install::prerequisites(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Steps of `test`, each reported in the summary.
+fn test(filters: &[String]) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut summary: Vec<(String, bool, f64)> = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<()>| {
+        util::banner(name);
+        let t = std::time::Instant::now();
+        let result = f();
+        if let Err(err) = &result {
+            eprintln!("xtask: {name} failed: {err:#}");
+        }
+        summary.push((name.to_owned(), result.is_ok(), t.elapsed().as_secs_f64()));
+        result.is_ok()
+    };
+    let filters = filters
+        .iter()
+        .skip_while(|a| *a == "--")
+        .cloned()
+        .collect::<Vec<_>>();
+
+    // a step that fails stops the run only when later steps cannot mean anything
+    let ok = step("install prerequisites", &mut || install::prerequisites())
+        && step("build binaries", &mut || {
+            util::cargo(&["build", "--workspace", "--bins", "--locked"])
+        });
+    if ok {
+        step("fixtures", &mut || fixtures().map(|_| ()));
+        step("fmt", &mut || util::cargo(&["fmt", "--all", "--check"]));
+        step("clippy", &mut || {
+            util::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        });
+        step("tests", &mut || run_tests(&filters));
+        step("doc tests", &mut || {
+            util::cargo(&["test", "--workspace", "--doc", "--locked"])
+        });
+    }
+
+    println!();
+    let failed: Vec<_> = summary
+        .iter()
+        .filter(|(_, ok, _)| !ok)
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    for (name, ok, secs) in &summary {
+        println!(
+            "  {:<24} {:>6} {:>8.1}s",
+            name,
+            if *ok { "ok" } else { "FAILED" },
+            secs
+        );
+    }
+    let total = started.elapsed().as_secs_f64();
+    if failed.is_empty() && ok {
+        println!(
+            "xtask test: all {} steps passed in {total:.0}s",
+            summary.len()
+        );
+        Ok(())
+    } else {
+        bail!(
+            "xtask test: FAILED ({}) after {total:.0}s",
+            failed.join(", ")
+        )
+    }
+}
+
+fn run_tests(filters: &[String]) -> Result<()> {
+    // nextest gives each test its own process and kills hung ones; cargo test otherwise
+    let nextest = util::command_ok("cargo", &["nextest", "--version"]);
+    let mut args: Vec<&str> = if nextest {
+        vec![
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-tests=warn",
+        ]
+    } else {
+        vec!["test", "--workspace", "--locked"]
+    };
+    if !filters.is_empty() {
+        if !nextest {
+            args.push("--");
+        }
+        args.extend(filters.iter().map(String::as_str));
+    }
+    util::cargo(&args)
+}
+
+/// Makes the fixtures under target/fixtures and returns that directory.
+pub fn fixtures() -> Result<std::path::PathBuf> {
+    let dir = util::target_dir().join("fixtures");
+    let bundle = dir.join("busybox-bundle");
+    if bundle.join("config.json").is_file() {
+        println!("fixtures: {} exists", bundle.display());
+    } else {
+        let tmp = dir.join("busybox-bundle.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        integration_tests::busybox_bundle(&tmp, &["/bin/true"])?;
+        std::fs::rename(&tmp, &bundle)?;
+        println!("fixtures: made {}", bundle.display());
+    }
+    Ok(dir)
+}
+
+fn lint() -> Result<()> {
+    util::cargo(&["fmt", "--all", "--check"])?;
+    util::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    if !util::command_ok("cargo", &["deny", "--version"]) {
+        util::banner("installing cargo-deny");
+        util::cargo(&["install", "--locked", "cargo-deny"])?;
+    }
+    // advisories need the network database; offline it is skipped, the rest must pass
+    util::cargo(&["deny", "check", "licenses", "bans", "sources"])?;
+    if util::command_ok("cargo", &["deny", "check", "advisories"]) {
+        println!("lint: advisories clean");
+    } else {
+        println!("lint: advisories check failed or offline (see `cargo deny check advisories`)");
+    }
+    Ok(())
+}

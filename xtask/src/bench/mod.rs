@@ -1,0 +1,215 @@
+//! `cargo xtask bench`: berth against its real peers, one hyperfine run per case with
+//! every contender in it, then `target/bench/report.md` and `target/bench/ratios.svg`.
+//!
+//! Each capability adds a module with `pub fn run(r: &mut Report) -> Result<()>` and a
+//! line in [`SUITES`].
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util;
+
+mod chart;
+
+/// (name, function) of every benchmark suite; `cargo xtask bench NAME` runs a subset.
+type Suite = fn(&mut Report) -> Result<()>;
+
+const SUITES: &[(&str, Suite)] = &[];
+
+/// One measured figure of one contender.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub label: String,
+    pub value: f64,
+    /// Spread for time figures (stddev), none for counts and sizes.
+    pub spread: Option<f64>,
+}
+
+/// A case: berth's figure first, then the peers'.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub unit: String,
+    pub figures: Vec<Figure>,
+}
+
+impl Case {
+    /// berth's figure divided by each peer's (below 1.0 means berth is better).
+    pub fn ratios(&self) -> Vec<(String, f64)> {
+        let Some(ours) = self.figures.first() else {
+            return Vec::new();
+        };
+        self.figures[1..]
+            .iter()
+            .filter(|peer| peer.value > 0.0)
+            .map(|peer| (peer.label.clone(), ours.value / peer.value))
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub cases: Vec<Case>,
+    pub notes: Vec<String>,
+}
+
+// suites call these; until the first one registers, nothing does
+#[allow(dead_code)]
+impl Report {
+    pub fn dir() -> PathBuf {
+        util::target_dir().join("bench")
+    }
+
+    /// Times `commands` (berth's first) in one hyperfine run and records medians.
+    /// `extra` goes to hyperfine as is (e.g. `--prepare`, `--runs`, `-N`).
+    pub fn hyperfine(
+        &mut self,
+        name: &str,
+        commands: &[(&str, String)],
+        extra: &[&str],
+    ) -> Result<()> {
+        if commands.is_empty() {
+            bail!("bench case {name}: no commands");
+        }
+        let dir = Self::dir();
+        std::fs::create_dir_all(&dir)?;
+        let json = dir.join(format!("{}.json", slug(name)));
+        let mut cmd = Command::new("hyperfine");
+        cmd.args(["--style", "basic", "--export-json"])
+            .arg(&json)
+            .args(extra);
+        for (label, command) in commands {
+            cmd.args(["--command-name", label]).arg(command);
+        }
+        util::banner(&format!("bench: {name}"));
+        util::run(&mut cmd).with_context(|| format!("hyperfine for {name}"))?;
+        let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        let results = parsed["results"]
+            .as_array()
+            .context("hyperfine json without results")?;
+        let figures = results
+            .iter()
+            .zip(commands)
+            .map(|(r, (label, _))| Figure {
+                label: (*label).to_owned(),
+                value: r["median"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+                spread: r["stddev"].as_f64().map(|s| s * 1000.0),
+            })
+            .collect();
+        self.cases.push(Case {
+            name: name.to_owned(),
+            unit: "ms".into(),
+            figures,
+        });
+        Ok(())
+    }
+
+    /// Records a non-time figure (peak RSS, binary size), berth's value first.
+    pub fn metric(&mut self, name: &str, unit: &str, ours: f64, peers: &[(&str, f64)]) {
+        let mut figures = vec![Figure {
+            label: "berth".into(),
+            value: ours,
+            spread: None,
+        }];
+        figures.extend(peers.iter().map(|(l, v)| Figure {
+            label: (*l).to_owned(),
+            value: *v,
+            spread: None,
+        }));
+        self.cases.push(Case {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            figures,
+        });
+    }
+
+    /// A line of context printed under the table (setup, caveats).
+    pub fn note(&mut self, text: impl Into<String>) {
+        self.notes.push(text.into());
+    }
+
+    fn markdown(&self) -> String {
+        let mut md = String::from("# berth benchmarks\n\n");
+        let _ = writeln!(
+            md,
+            "Medians; ratio = berth / peer (below 1.0: berth is faster or smaller).\n"
+        );
+        md.push_str("| case | berth | peers | ratios |\n|---|---|---|---|\n");
+        for case in &self.cases {
+            let fmt = |f: &Figure| match f.spread {
+                Some(s) => format!("{} {:.2} ± {:.2} {}", f.label, f.value, s, case.unit),
+                None => format!("{} {:.2} {}", f.label, f.value, case.unit),
+            };
+            let ours = case.figures.first().map(fmt).unwrap_or_default();
+            let peers: Vec<String> = case.figures.iter().skip(1).map(fmt).collect();
+            let ratios: Vec<String> = case
+                .ratios()
+                .iter()
+                .map(|(l, r)| format!("{r:.2}x {l}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                case.name,
+                ours,
+                peers.join("<br>"),
+                ratios.join("<br>")
+            );
+        }
+        if !self.notes.is_empty() {
+            md.push_str("\n## Notes\n\n");
+            for n in &self.notes {
+                let _ = writeln!(md, "- {n}");
+            }
+        }
+        md.push_str("\n![ratios](ratios.svg)\n");
+        md
+    }
+}
+
+#[allow(dead_code)]
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+pub fn run(only: &[String]) -> Result<()> {
+    crate::install::prerequisites()?;
+    util::cargo(&["build", "--release", "--workspace", "--bins", "--locked"])?;
+    crate::fixtures()?;
+    let mut report = Report::default();
+    let mut failures = Vec::new();
+    for (name, suite) in SUITES {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        if let Err(err) = suite(&mut report) {
+            eprintln!("bench {name} failed: {err:#}");
+            report.note(format!("suite {name} failed: {err:#}"));
+            failures.push(*name);
+        }
+    }
+    if SUITES.is_empty() {
+        report.note("no benchmark suites are registered yet");
+    }
+    let dir = Report::dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("report.md"), report.markdown())?;
+    std::fs::write(dir.join("ratios.svg"), chart::ratios_svg(&report.cases))?;
+    println!("{}", report.markdown());
+    println!("bench: wrote {}", dir.join("report.md").display());
+    if !failures.is_empty() {
+        bail!("bench suites failed: {failures:?}");
+    }
+    Ok(())
+}

@@ -5,3 +5,14 @@
 //! directory, unpacks layers safely into snapshots keyed by chain ID, builds overlay
 //! rootfs for containers, turns image configs into runtime specs and imports/exports
 //! archives. It does not talk to registries (that is berth-registry).
+
+mod digest;
+mod error;
+mod store;
+
+pub use digest::{Digest, DigestError};
+pub use error::{Error, Result};
+pub use store::{BlobWriter, REF_NAME_ANNOTATION, Store, desc_digest, ref_name};
+
+/// Re-exported so users name the same descriptor types as the store.
+pub use oci_spec;

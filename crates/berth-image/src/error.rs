@@ -122,7 +122,6 @@ impl Error {
         move |source| Error::Json { what, source }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Invalid {
             what: what.into(),

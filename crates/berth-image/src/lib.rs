@@ -8,10 +8,18 @@
 
 mod digest;
 mod error;
+pub mod manifest;
+pub mod snapshot;
+pub mod spec;
 mod store;
+mod sys;
+pub mod unpack;
 
 pub use digest::{Digest, DigestError};
 pub use error::{Error, Result};
+pub use manifest::{Compression, Image, Platform};
+pub use snapshot::{mount_overlay, unmount_overlay};
+pub use spec::{ImageRuntimeConfig, runtime_config, to_runtime_spec};
 pub use store::{BlobWriter, REF_NAME_ANNOTATION, Store, desc_digest, ref_name};
 
 /// Re-exported so users name the same descriptor types as the store.

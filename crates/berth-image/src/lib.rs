@@ -6,8 +6,11 @@
 //! rootfs for containers, turns image configs into runtime specs and imports/exports
 //! archives. It does not talk to registries (that is berth-registry).
 
+pub mod archive;
 mod digest;
 mod error;
+pub mod fixtures;
+pub mod gc;
 pub mod manifest;
 pub mod snapshot;
 pub mod spec;

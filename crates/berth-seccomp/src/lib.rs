@@ -3,3 +3,70 @@
 //! Compiles a runtime-spec `LinuxSeccomp` into a BPF filter (through libseccomp),
 //! carries berth's default profile, and hands out the notify fd for
 //! `SCMP_ACT_NOTIFY`. It does not install anything by itself before the runtime asks.
+//!
+//! # How the runtime uses it
+//!
+//! ```no_run
+//! # fn main() -> Result<(), berth_seccomp::Error> {
+//! # let spec = berth_seccomp::default_profile();
+//! # let state_json = b"{}";
+//! // In the parent, before fork (allocates, talks to libseccomp):
+//! let filter = berth_seccomp::Filter::compile(&spec)?;
+//! // In the container init, after no_new_privs (when the spec asks for it) and right
+//! // before execve: one seccomp(2) call, no allocation.
+//! if let Some(listener) = filter.load()? {
+//!     use std::os::fd::AsFd;
+//!     let path = spec.listener_path().as_ref().expect("checked by compile");
+//!     berth_seccomp::send_listener_fd(path, listener.as_fd(), state_json)?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Filter::compile`]`(&LinuxSeccomp) -> Result<Filter, Error>`: every action
+//!   (`SCMP_ACT_KILL`, `KILL_THREAD`, `KILL_PROCESS`, `TRAP`, `ERRNO` with `errnoRet`
+//!   defaulting to EPERM, `TRACE` likewise, `ALLOW`, `LOG`, `NOTIFY`),
+//!   `defaultErrnoRet`, `architectures`, argument filters with every operator and
+//!   `valueTwo`, and the flags `TSYNC`, `LOG`, `SPEC_ALLOW`, `WAIT_KILLABLE_RECV` (passed
+//!   to the kernel directly, so they work whatever libseccomp's version; the last is
+//!   dropped when no rule uses `NOTIFY`, since the kernel only accepts it with a
+//!   listener). Syscall names libseccomp does not know are skipped with a `tracing`
+//!   warning, as runc does; [`Filter::unknown_syscalls`] lists them. Values the spec
+//!   forbids give [`Error::InvalidProfile`] naming the field and value.
+//! - [`Filter::load`]`(&self) -> Result<Option<OwnedFd>, Error>`: installs the filter on
+//!   the calling thread; the fd is the notify listener when the profile uses `NOTIFY`.
+//!   The caller must have no_new_privs set or hold CAP_SYS_ADMIN.
+//! - [`send_listener_fd`]`(listener_path, fd, state_json)`: connects to `listenerPath` and
+//!   sends the fd (SCM_RIGHTS) with the container process state JSON, which the caller
+//!   builds (including `listenerMetadata` as `metadata`). [`recv_listener_fd`] is the
+//!   agent side.
+//! - [`default_profile`]`() -> LinuxSeccomp` and [`default_profile_for`]`(caps)`:
+//!   berth's own allow-list (default action ERRNO(EPERM)).
+//! - [`profile_from_json`]: parses a `linux.seccomp` object, naming the field of an
+//!   unknown action, operator, architecture or flag.
+//!
+//! Backends: [`Backend`] compiles a checked [`Profile`] into BPF; [`Libseccomp`] is the
+//! one shipped. Loading never goes through the backend, so another one (pure Rust) can
+//! be added without touching the runtime.
+//!
+//! Not done here: setting no_new_privs, building the process state JSON, running a
+//! seccomp agent, and (unlike runc) answering ENOSYS instead of the default action for
+//! syscalls newer than the profile.
+
+mod backend;
+mod default_profile;
+mod error;
+mod filter;
+mod notify;
+mod profile;
+
+pub use backend::{Backend, Compiled, Insn, Libseccomp, scmp_arch};
+pub use default_profile::{
+    DEFAULT_CAPABILITIES, SAFE_PERSONALITIES, default_profile, default_profile_for,
+};
+pub use error::Error;
+pub use filter::Filter;
+pub use notify::{recv_listener_fd, send_listener_fd};
+pub use profile::{Action, ArgCond, CmpOp, Flags, Profile, Rule, check_enums, profile_from_json};
+
+#[cfg(test)]
+mod tests;

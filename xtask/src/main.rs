@@ -146,7 +146,9 @@ fn run_tests(filters: &[String]) -> Result<()> {
     util::cargo(&args)
 }
 
-/// Makes the fixtures under target/fixtures and returns that directory.
+/// Makes the fixtures under target/fixtures and returns that directory:
+/// `busybox-bundle/` (an OCI bundle running /bin/true) and `images/` (an OCI image
+/// layout holding `busybox:latest`, made by berth-image, the same digest every time).
 pub fn fixtures() -> Result<std::path::PathBuf> {
     let dir = util::target_dir().join("fixtures");
     let bundle = dir.join("busybox-bundle");
@@ -159,6 +161,13 @@ pub fn fixtures() -> Result<std::path::PathBuf> {
         std::fs::rename(&tmp, &bundle)?;
         println!("fixtures: made {}", bundle.display());
     }
+    let store = berth_image::Store::open(&dir.join("images"))?;
+    let desc = berth_image::fixtures::busybox_image(&store, "busybox:latest")?;
+    println!(
+        "fixtures: busybox:latest in {} is {}",
+        store.root().display(),
+        desc.digest()
+    );
     Ok(dir)
 }
 

@@ -4,7 +4,265 @@
 //! invoke runc. It parses runc's command line and maps each verb onto berth-runtime; it
 //! holds no container logic of its own.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("berth-oci: no runtime verbs are implemented yet");
-    std::process::ExitCode::FAILURE
+mod cli;
+mod log;
+mod reexec;
+mod specgen;
+
+use anyhow::{Context, Result, bail};
+use berth_runtime::container as c;
+use berth_runtime::{State, Status};
+use clap::Parser;
+use cli::{Cli, Cmd};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // CVE-2019-5736: verbs that exec into a container run from a sealed memfd copy.
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run(_) | Cmd::Exec(_))
+        && let Err(e) = reexec::ensure_sealed()
+    {
+        log::error(&cli, &format!("protect the runtime binary: {e:#}"));
+        return ExitCode::from(1);
+    }
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            log::error(&cli, &format!("{e:#}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn abs(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<u8> {
+    if cli.systemd_cgroup {
+        bail!(
+            "--systemd-cgroup: the systemd cgroup driver is not supported (no systemd on this host and no driver in this build)"
+        );
+    }
+    let root = abs(&cli.root);
+    match &cli.cmd {
+        Cmd::Create(a) => {
+            let o = create_opts(&root, &a.id, &a.common)?;
+            c::create(&o).with_context(|| format!("create container {}", a.id))?;
+            Ok(0)
+        }
+        Cmd::Run(a) => {
+            let o = create_opts(&root, &a.id, &a.common)?;
+            let code = c::run(&o, a.detach).with_context(|| format!("run container {}", a.id))?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+        Cmd::Start(a) => {
+            c::start(&root, &a.id).with_context(|| format!("start container {}", a.id))?;
+            Ok(0)
+        }
+        Cmd::State(a) => {
+            let s = c::state(&root, &a.id)?;
+            println!("{}", serde_json::to_string_pretty(&s.to_spec_json())?);
+            Ok(0)
+        }
+        Cmd::Kill(a) => {
+            let sig = c::parse_signal(a.signal.as_deref().unwrap_or("SIGTERM"))?;
+            c::kill(&root, &a.id, sig, a.all)?;
+            Ok(0)
+        }
+        Cmd::Delete(a) => {
+            c::delete(&root, &a.id, a.force)?;
+            Ok(0)
+        }
+        Cmd::Exec(a) => exec(&root, a),
+        Cmd::Ps(a) => {
+            let s = c::state(&root, &a.id)?;
+            let pids = c::pids(&s)?;
+            if a.format == "json" {
+                println!("{}", serde_json::to_string(&pids)?);
+                return Ok(0);
+            }
+            let mut args = a.ps_args.clone();
+            if args.is_empty() {
+                args.push("-ef".into());
+            }
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .output()
+                .context("run ps")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let col = header
+                .split_whitespace()
+                .position(|h| h == "PID")
+                .context("ps output has no PID column")?;
+            println!("{header}");
+            for l in lines {
+                if l.split_whitespace()
+                    .nth(col)
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .is_some_and(|p| pids.contains(&p))
+                {
+                    println!("{l}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::List(a) => {
+            let all = c::list(&root)?;
+            if a.quiet {
+                for s in &all {
+                    println!("{}", s.id);
+                }
+            } else if a.format == "json" {
+                let v: Vec<_> = all.iter().map(State::to_spec_json).collect();
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<30} OWNER",
+                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                );
+                for s in &all {
+                    let pid = if s.status == Status::Stopped {
+                        0
+                    } else {
+                        s.pid
+                    };
+                    println!(
+                        "{:<20} {:<8} {:<10} {:<40} {:<30} {}",
+                        s.id,
+                        pid,
+                        s.status,
+                        s.bundle.display(),
+                        s.created,
+                        if s.owner.is_empty() { "root" } else { &s.owner }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Pause(a) | Cmd::Resume(a) => {
+            c::state(&root, &a.id)?;
+            bail!("pause/resume need the cgroup freezer: berth-cgroups is not integrated yet")
+        }
+        Cmd::Update(a) => {
+            c::state(&root, &a.id)?;
+            if let Some(r) = &a.resources {
+                let mut data = Vec::new();
+                if r == "-" {
+                    std::io::stdin().read_to_end(&mut data)?;
+                } else {
+                    data = std::fs::read(r).with_context(|| format!("read {r}"))?;
+                }
+                let _: oci_spec::runtime::LinuxResources =
+                    serde_json::from_slice(&data).context("parse --resources")?;
+            }
+            bail!("update needs berth-cgroups, not integrated yet")
+        }
+        Cmd::Events(a) => {
+            c::state(&root, &a.id)?;
+            bail!("events needs berth-cgroups stats, not integrated yet")
+        }
+        Cmd::Spec(a) => {
+            let dir = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+            let p = dir.join("config.json");
+            if p.exists() {
+                bail!("file {} exists. Remove it first", p.display());
+            }
+            std::fs::write(
+                &p,
+                serde_json::to_string_pretty(&specgen::default_spec(a.rootless))?,
+            )
+            .with_context(|| format!("write {}", p.display()))?;
+            Ok(0)
+        }
+        Cmd::Features => {
+            println!("{}", serde_json::to_string_pretty(&specgen::features())?);
+            Ok(0)
+        }
+    }
+}
+
+fn create_opts(root: &Path, id: &str, a: &cli::CreateArgs) -> Result<c::CreateOpts> {
+    Ok(c::CreateOpts {
+        root: root.to_path_buf(),
+        id: id.to_string(),
+        bundle: abs(a.bundle.as_deref().unwrap_or(Path::new("."))),
+        pid_file: a.pid_file.as_deref().map(abs),
+        console_socket: a.console_socket.as_deref().map(abs),
+        preserve_fds: a.preserve_fds,
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+    })
+}
+
+fn exec(root: &Path, a: &cli::ExecArgs) -> Result<u8> {
+    let st = c::state(root, &a.id)?;
+    let mut p: oci_spec::runtime::Process = if let Some(f) = &a.process {
+        let data = std::fs::read(f).with_context(|| format!("read --process {}", f.display()))?;
+        let de = &mut serde_json::Deserializer::from_slice(&data);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --process {}: {}: {}",
+                f.display(),
+                e.path(),
+                e.inner()
+            )
+        })?
+    } else {
+        let mut p = st.process.clone().unwrap_or_default();
+        if a.command.is_empty() {
+            bail!("exec: no command given (pass ARGS or --process)");
+        }
+        p.set_args(Some(a.command.clone()));
+        p.set_terminal(Some(a.tty));
+        let mut env = p.env().clone().unwrap_or_default();
+        for e in &a.env {
+            let k = e.split('=').next().unwrap_or_default();
+            env.retain(|x| x.split('=').next() != Some(k));
+            env.push(e.clone());
+        }
+        p.set_env(Some(env));
+        if let Some(cwd) = &a.cwd {
+            p.set_cwd(cwd.clone());
+        }
+        if let Some(u) = &a.user {
+            let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+            let mut user = p.user().clone();
+            user.set_uid(uid.parse().context("--user: uid must be numeric")?);
+            user.set_gid(gid.parse().context("--user: gid must be numeric")?);
+            user.set_additional_gids(if a.additional_gids.is_empty() {
+                None
+            } else {
+                Some(a.additional_gids.clone())
+            });
+            p.set_user(user);
+        }
+        if a.no_new_privs {
+            p.set_no_new_privileges(Some(true));
+        }
+        p
+    };
+    if p.args().as_ref().is_none_or(|v| v.is_empty()) {
+        bail!("exec: process.args is empty");
+    }
+    if a.tty {
+        p.set_terminal(Some(true));
+    }
+    let o = c::ExecOpts {
+        process: p,
+        console_socket: a.console_socket.as_deref().map(abs),
+        detach: a.detach,
+        pid_file: a.pid_file.as_deref().map(abs),
+        preserve_fds: a.preserve_fds,
+    };
+    let code = c::exec(root, &a.id, &o).with_context(|| format!("exec in container {}", a.id))?;
+    Ok(code.clamp(0, 255) as u8)
 }

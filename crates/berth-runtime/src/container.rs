@@ -1,0 +1,1029 @@
+//! The lifecycle verbs: create, start, run, state, kill, delete, exec, ps, list.
+
+use crate::error::{Error, Result, io, sys};
+use crate::process::{self as proc_, ExecArgs};
+use crate::rootfs::Setup;
+use crate::state::{State, Status, now_rfc3339, validate_id};
+use crate::sys::{recv, send};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Options of `create` / `run`.
+#[derive(Debug, Default, Clone)]
+pub struct CreateOpts {
+    /// State root (`--root`).
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds` (fds 3..3+N reach the container), plus LISTEN_FDS.
+    pub preserve_fds: u32,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+    /// `--no-new-keyring`.
+    pub no_new_keyring: bool,
+}
+
+// Sync protocol between the runtime and the init (one SEQPACKET message each):
+// runtime -> init: b'G' + state json (go on), b'h' (hooks done), b'S' + state json (start).
+// init -> runtime: b'H' (run createRuntime/prestart hooks), b'R' (ready), b'E' + text (error).
+
+struct Cleanup<'a> {
+    dir: &'a Path,
+    pid: i32,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.pid > 0 {
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// fork-like clone with namespace flags: clone3, falling back to clone.
+fn clone_child(flags: u64) -> Result<i32> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: no stack is given, so the child continues on a copy of ours like fork; the
+    // process is single-threaded.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args, std::mem::size_of::<CloneArgs>()) };
+    if r >= 0 {
+        return Ok(r as i32);
+    }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+        return Err(sys(format!("clone3 with flags {flags:#x}")));
+    }
+    // SAFETY: as above, with the classic clone argument order of x86_64/aarch64.
+    let r = unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0, 0, 0, 0) };
+    if r < 0 {
+        return Err(sys(format!("clone with flags {flags:#x}")));
+    }
+    Ok(r as i32)
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> i32 {
+    match t {
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Time => libc::CLONE_NEWTIME,
+    }
+}
+
+fn setns(fd: RawFd, flag: i32, what: &str) -> Result<()> {
+    // SAFETY: fd is an open namespace fd.
+    if unsafe { libc::setns(fd, flag) } != 0 {
+        return Err(sys(format!("join namespace {what}")));
+    }
+    Ok(())
+}
+
+fn open_ro(p: &Path) -> Result<OwnedFd> {
+    let f = std::fs::File::open(p).map_err(io(format!("open {}", p.display())))?;
+    Ok(OwnedFd::from(f))
+}
+
+fn state_bytes(s: &State) -> Vec<u8> {
+    serde_json::to_vec(&s.to_spec_json()).unwrap_or_default()
+}
+
+fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
+    let tmp = p.with_extension("berth-tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .map_err(io(format!("write pid file {}", tmp.display())))?;
+    std::fs::rename(&tmp, p).map_err(io(format!("write pid file {}", p.display())))
+}
+
+fn bind_listener(dir: &Path) -> Result<std::os::unix::net::UnixListener> {
+    let p = dir.join("start.sock");
+    std::os::unix::net::UnixListener::bind(&p)
+        .or_else(|e| {
+            if p.as_os_str().len() < 100 {
+                return Err(e);
+            }
+            let d = std::fs::File::open(dir)?;
+            std::os::unix::net::UnixListener::bind(format!(
+                "/proc/self/fd/{}/start.sock",
+                d.as_raw_fd()
+            ))
+        })
+        .map_err(io(format!("listen on {}", p.display())))
+}
+
+/// A container created and waiting (create) or ready to be started in-process (run).
+#[derive(Debug)]
+pub struct Created {
+    /// The saved state.
+    pub state: State,
+    sync: OwnedFd,
+}
+
+/// `create`: clone the init with every isolation applied, leave it waiting for `start`.
+pub fn create(o: &CreateOpts) -> Result<State> {
+    create_inner(o, true).map(|c| c.state)
+}
+
+fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
+    validate_id(&o.id)?;
+    let bundle =
+        std::fs::canonicalize(&o.bundle).map_err(io(format!("bundle {}", o.bundle.display())))?;
+    let spec = crate::config::load(&bundle.join("config.json"))?;
+    let root_cfg = spec.root().as_ref().expect("checked by config::check");
+    let rootfs = std::fs::canonicalize(bundle.join(root_cfg.path())).map_err(io(format!(
+        "root.path {}",
+        bundle.join(root_cfg.path()).display()
+    )))?;
+    let process = spec.process().clone().expect("checked by config::check");
+    if process.terminal() == Some(true) && o.console_socket.is_none() {
+        return Err(Error::Config {
+            path: bundle.join("config.json"),
+            field: "process.terminal".into(),
+            msg: "a terminal needs --console-socket".into(),
+        });
+    }
+    let linux = spec.linux().as_ref().expect("checked by config::check");
+    std::fs::create_dir_all(&o.root).map_err(io(format!("create root {}", o.root.display())))?;
+    let dir = State::dir(&o.root, &o.id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(o.id.clone()));
+        }
+        Err(e) => return Err(io(format!("create {}", dir.display()))(e)),
+    }
+    let mut guard = Cleanup {
+        dir: &dir,
+        pid: 0,
+        armed: true,
+    };
+
+    // Namespaces: new ones are clone flags; joined ones are opened now (paths resolve
+    // on the host) and entered by the init, except pid/time which only apply to
+    // children and are entered here.
+    let mut flags: i32 = 0;
+    let mut join: Vec<(OwnedFd, i32, String)> = Vec::new();
+    let nss = linux.namespaces().clone().unwrap_or_default();
+    for ns in &nss {
+        let f = ns_flag(ns.typ());
+        match ns.path() {
+            None => flags |= f,
+            Some(p) => {
+                let fd = open_ro(p)?;
+                if f == libc::CLONE_NEWPID || f == libc::CLONE_NEWTIME {
+                    setns(fd.as_raw_fd(), f, &p.display().to_string())?;
+                } else {
+                    join.push((fd, f, p.display().to_string()));
+                }
+            }
+        }
+    }
+    let has = |t: LinuxNamespaceType| nss.iter().any(|n| n.typ() == t && n.path().is_none());
+    let uts = nss.iter().any(|n| n.typ() == LinuxNamespaceType::Uts);
+    if (spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
+        || spec.domainname().as_deref().is_some_and(|h| !h.is_empty()))
+        && !uts
+    {
+        return Err(Error::Config {
+            path: bundle.join("config.json"),
+            field: "hostname".into(),
+            msg: "setting a hostname needs a uts namespace".into(),
+        });
+    }
+    let console = o
+        .console_socket
+        .as_deref()
+        .map(crate::sys::unix_connect)
+        .transpose()?;
+    let listener = if listen {
+        Some(bind_listener(&dir)?)
+    } else {
+        None
+    };
+    let (psock, csock) = crate::sys::seqpacket_pair()?;
+    let mut preserve = o.preserve_fds;
+    if let Some(n) = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        preserve += n;
+    }
+    let ctx = InitCtx {
+        spec: &spec,
+        process: &process,
+        rootfs: &rootfs,
+        bundle: &bundle,
+        sync: csock.as_raw_fd(),
+        listener: listener.as_ref().map(|l| l.as_raw_fd()),
+        console: console.as_ref().map(|c| c.as_raw_fd()),
+        join: &join,
+        userns: has(LinuxNamespaceType::User),
+        cgroupns: has(LinuxNamespaceType::Cgroup),
+        netns: has(LinuxNamespaceType::Network),
+        uts: has(LinuxNamespaceType::Uts) || uts,
+        no_pivot: o.no_pivot,
+        no_new_keyring: o.no_new_keyring,
+        preserve,
+        parent: std::process::id() as i32,
+    };
+    let pid = clone_child(flags as u64)?;
+    if pid == 0 {
+        init_main(&ctx);
+    }
+    guard.pid = pid;
+    drop(csock);
+    drop(console);
+    drop(listener);
+
+    if ctx.userns {
+        write_id_map(
+            pid,
+            "uid_map",
+            linux.uid_mappings().as_deref().unwrap_or_default(),
+        )?;
+        write_id_map(
+            pid,
+            "gid_map",
+            linux.gid_mappings().as_deref().unwrap_or_default(),
+        )?;
+    }
+    // INTEGRATION POINT (berth-cgroups): create the cgroup from linux.cgroupsPath and
+    // the id, add `pid`, apply linux.resources here, before the init goes on.
+
+    let mut state = State {
+        oci_version: spec.version().clone(),
+        id: o.id.clone(),
+        status: Status::Creating,
+        pid,
+        bundle: bundle.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        rootfs: rootfs.clone(),
+        created: now_rfc3339(),
+        owner: String::new(),
+        init_start_time: crate::sys::proc_start_time(pid).unwrap_or(0),
+        hooks: spec.hooks().clone(),
+        cgroups_path: linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        own_pid_ns: has(LinuxNamespaceType::Pid),
+        process: Some(process.clone()),
+    };
+    let mut go = vec![b'G'];
+    go.extend(state_bytes(&state));
+    send(psock.as_raw_fd(), &go)?;
+    loop {
+        let m = recv(psock.as_raw_fd())?;
+        match m.first() {
+            Some(b'H') => {
+                let st = state_bytes(&state);
+                if let Some(h) = spec.hooks() {
+                    crate::hooks::run(
+                        "prestart",
+                        h.prestart().as_deref().unwrap_or_default(),
+                        &st,
+                    )?;
+                    crate::hooks::run(
+                        "createRuntime",
+                        h.create_runtime().as_deref().unwrap_or_default(),
+                        &st,
+                    )?;
+                }
+                send(psock.as_raw_fd(), b"h")?;
+            }
+            Some(b'R') => break,
+            Some(b'E') => return Err(Error::Init(String::from_utf8_lossy(&m[1..]).into_owned())),
+            _ => return Err(init_died(pid)),
+        }
+    }
+    state.status = Status::Created;
+    state.save(&o.root)?;
+    if let Some(p) = &o.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    guard.armed = false;
+    Ok(Created { state, sync: psock })
+}
+
+fn init_died(pid: i32) -> Error {
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    Error::Init(format!(
+        "container init exited during set-up (wait status {st:#x})"
+    ))
+}
+
+fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
+    let text: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    crate::sys::write_file(Path::new(&format!("/proc/{pid}/{file}")), &text).map_err(|e| {
+        Error::Config {
+            path: "config.json".into(),
+            field: if file == "uid_map" {
+                "linux.uidMappings"
+            } else {
+                "linux.gidMappings"
+            }
+            .into(),
+            msg: e.to_string(),
+        }
+    })
+}
+
+struct InitCtx<'a> {
+    spec: &'a Spec,
+    process: &'a Process,
+    rootfs: &'a Path,
+    bundle: &'a Path,
+    sync: RawFd,
+    listener: Option<RawFd>,
+    console: Option<RawFd>,
+    join: &'a [(OwnedFd, i32, String)],
+    userns: bool,
+    cgroupns: bool,
+    netns: bool,
+    uts: bool,
+    no_pivot: bool,
+    no_new_keyring: bool,
+    preserve: u32,
+    parent: i32,
+}
+
+/// The container init, in the cloned child. Never returns.
+fn init_main(ctx: &InitCtx) -> ! {
+    let mut err_fd = ctx.sync;
+    let r = init_inner(ctx, &mut err_fd);
+    let msg = match r {
+        Ok(e) | Err(e) => e.to_string(),
+    };
+    let mut m = vec![b'E'];
+    m.extend(msg.as_bytes());
+    let _ = send(err_fd, &m);
+    // SAFETY: leaving the child without running the parent's destructors.
+    unsafe { libc::_exit(127) }
+}
+
+/// Returns only with an error (Ok carries the exec failure).
+fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
+    // SAFETY: prctl with integer arguments; die with the runtime during set-up and stay
+    // non-dumpable (no ptrace, no /proc/PID/exe from the container) until execve.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let pp = libc::getppid();
+        // In a new pid namespace the parent is invisible (ppid 0).
+        if pp != 0 && pp != ctx.parent {
+            libc::_exit(1);
+        }
+    }
+    let go = recv(ctx.sync)?;
+    if go.first() != Some(&b'G') {
+        // SAFETY: the runtime went away.
+        unsafe { libc::_exit(1) };
+    }
+    if ctx.userns {
+        // SAFETY: plain id arguments.
+        unsafe {
+            libc::setresgid(0, 0, 0);
+            libc::setresuid(0, 0, 0);
+        }
+    }
+    for (fd, f, p) in ctx.join {
+        setns(fd.as_raw_fd(), *f, p)?;
+    }
+    if !ctx.no_new_keyring {
+        // A fresh session keyring so the container cannot see the host's keys.
+        // SAFETY: keyctl(JOIN_SESSION_KEYRING, NULL) takes no memory from us.
+        unsafe { libc::syscall(libc::SYS_keyctl, 1, 0) };
+    }
+    if let Some(adj) = ctx.process.oom_score_adj() {
+        crate::sys::write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(|e| Error::Init(format!("process.oomScoreAdj: {e}")))?;
+    }
+    let setup = Setup {
+        spec: ctx.spec,
+        rootfs: ctx.rootfs,
+        bundle: ctx.bundle,
+        userns: ctx.userns,
+        cgroupns: ctx.cgroupns,
+        netns: ctx.netns,
+        no_pivot: ctx.no_pivot,
+    };
+    setup.prepare()?;
+    let hooks = ctx.spec.hooks().as_ref();
+    let has = |v: Option<&Vec<oci_spec::runtime::Hook>>| v.is_some_and(|v| !v.is_empty());
+    if hooks.is_some_and(|h| has(h.prestart().as_ref()) || has(h.create_runtime().as_ref())) {
+        send(ctx.sync, b"H")?;
+        if recv(ctx.sync)?.first() != Some(&b'h') {
+            // SAFETY: the runtime failed the hooks and will kill us.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    if let Some(h) = hooks {
+        crate::hooks::run(
+            "createContainer",
+            h.create_container().as_deref().unwrap_or_default(),
+            &go[1..],
+        )?;
+    }
+    setup.switch_root()?;
+    if ctx.uts {
+        if let Some(h) = ctx.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            // SAFETY: valid buffer and length.
+            if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+                return Err(sys(format!("hostname: set {h:?}")));
+            }
+        }
+        if let Some(h) = ctx.spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+            // SAFETY: valid buffer and length.
+            if unsafe { libc::setdomainname(h.as_ptr().cast(), h.len()) } != 0 {
+                return Err(sys(format!("domainname: set {h:?}")));
+            }
+        }
+    }
+    if let Some(l) = ctx.spec.linux() {
+        for (k, v) in l.sysctl().iter().flatten() {
+            let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            crate::sys::write_file(&p, v)
+                .map_err(|e| Error::Init(format!("linux.sysctl {k}: {e}")))?;
+        }
+        if let Some(p) = l.personality() {
+            use oci_spec::runtime::LinuxPersonalityDomain as D;
+            let v = match p.domain() {
+                D::PerLinux => 0,
+                D::PerLinux32 => 8,
+            };
+            // SAFETY: personality takes an integer.
+            if unsafe { libc::personality(v) } < 0 {
+                return Err(sys("linux.personality"));
+            }
+        }
+    }
+    setup.finish()?;
+    proc_::set_rlimits(ctx.process)?;
+    proc_::set_io_priority(ctx.process)?;
+    if let Some(c) = ctx.console {
+        let size = ctx.process.console_size().map(|b| (b.height(), b.width()));
+        proc_::setup_console(c, size)?;
+    }
+    let env = ctx.process.env().clone().unwrap_or_default();
+    let args = ctx.process.args().as_deref().unwrap_or_default();
+    let path = proc_::lookup(&args[0], &env)?;
+    proc_::chdir(ctx.process.cwd())?;
+    let exec = ExecArgs::new(&path, ctx.process)?;
+    // SAFETY: prctl with integer arguments; from here on the init outlives `create`.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    send(ctx.sync, b"R")?;
+
+    // Wait for `start` (a connection on the listener) or, for `run`, the parent's go.
+    let start_state: Vec<u8> = if let Some(l) = ctx.listener {
+        loop {
+            // SAFETY: accepting on our listening socket; the new fd is close-on-exec.
+            let c = unsafe {
+                libc::accept4(
+                    l,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(sys("accept start connection"));
+            }
+            let m = recv(c)?;
+            if m.first() == Some(&b'S') {
+                *err_fd = c;
+                // SAFETY: the sync socket is no longer needed.
+                unsafe { libc::close(ctx.sync) };
+                break m[1..].to_vec();
+            }
+            // SAFETY: a stray connection.
+            unsafe { libc::close(c) };
+        }
+    } else {
+        let m = recv(ctx.sync)?;
+        if m.first() != Some(&b'S') {
+            // SAFETY: the runtime went away before starting us.
+            unsafe { libc::_exit(1) };
+        }
+        m[1..].to_vec()
+    };
+    if let Some(h) = hooks {
+        crate::hooks::run(
+            "startContainer",
+            h.start_container().as_deref().unwrap_or_default(),
+            &start_state,
+        )?;
+    }
+    finalize(ctx.process, 3 + ctx.preserve as RawFd)?;
+    Ok(exec.exec())
+}
+
+/// Credentials, capabilities, no_new_privs, umask, signals and fds: the last steps.
+fn finalize(p: &Process, keep_below: RawFd) -> Result<()> {
+    // INTEGRATION POINT (berth-seccomp): without no_new_privs the filter must be loaded
+    // while we still have CAP_SYS_ADMIN, i.e. before set_user_and_caps.
+    proc_::set_user_and_caps(p)?;
+    proc_::set_no_new_privs(p)?;
+    // INTEGRATION POINT (berth-seccomp): load the filter here otherwise, last.
+    if let Some(m) = p.user().umask() {
+        // SAFETY: umask takes an integer.
+        unsafe { libc::umask(m as libc::mode_t) };
+    }
+    proc_::reset_signals();
+    crate::sys::cloexec_from(keep_below)
+}
+
+/// `start`: release a created container's init to exec the user process.
+pub fn start(root: &Path, id: &str) -> Result<State> {
+    let mut st = State::load(root, id)?;
+    if st.status != Status::Created {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: st.status.to_string(),
+            msg: "cannot start a container that is not created".into(),
+        });
+    }
+    let sock = crate::sys::unix_connect(&State::dir(root, id).join("start.sock"))?;
+    let mut m = vec![b'S'];
+    m.extend(state_bytes(&st));
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::from(sock);
+    s.write_all(&m).map_err(io("send start"))?;
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let _ = std::fs::remove_file(State::dir(root, id).join("start.sock"));
+    if reply.first() == Some(&b'E') {
+        return Err(Error::Init(
+            String::from_utf8_lossy(&reply[1..]).into_owned(),
+        ));
+    }
+    st.status = Status::Running;
+    st.save(root)?;
+    poststart(&st);
+    Ok(st)
+}
+
+fn poststart(st: &State) {
+    if let Some(h) = &st.hooks
+        && let Err(e) = crate::hooks::run(
+            "poststart",
+            h.poststart().as_deref().unwrap_or_default(),
+            &state_bytes(st),
+        )
+    {
+        // The spec: a failing poststart hook is a warning, the lifecycle goes on.
+        tracing::warn!("{e}");
+        eprintln!("warning: {e}");
+    }
+}
+
+/// `run`: create + start in one process and (unless `detach`) wait; returns the exit
+/// code to use (128+n for a signal).
+pub fn run(o: &CreateOpts, detach: bool) -> Result<i32> {
+    let c = create_inner(o, false)?;
+    let mut st = c.state;
+    let pid = st.pid;
+    let mut m = vec![b'S'];
+    m.extend(state_bytes(&st));
+    // Block the signals we forward before the init can exit, so none is lost.
+    let set = forward_set();
+    // SAFETY: set is a valid sigset.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    send(c.sync.as_raw_fd(), &m)?;
+    let reply = recv(c.sync.as_raw_fd())?;
+    if reply.first() == Some(&b'E') {
+        let e = Error::Init(String::from_utf8_lossy(&reply[1..]).into_owned());
+        let _ = destroy(&o.root, &st, true);
+        // SAFETY: reap.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(e);
+    }
+    st.status = Status::Running;
+    st.save(&o.root)?;
+    poststart(&st);
+    if detach {
+        return Ok(0);
+    }
+    let code = wait_forwarding(pid, &set);
+    st.status = Status::Stopped;
+    destroy(&o.root, &st, false)?;
+    Ok(code)
+}
+
+fn forward_set() -> libc::sigset_t {
+    // SAFETY: building a sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [
+            libc::SIGCHLD,
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGWINCH,
+            libc::SIGCONT,
+            libc::SIGTSTP,
+        ] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Wait for `pid`, forwarding signals to it (no threads: sigwaitinfo on a blocked set).
+fn wait_forwarding(pid: i32, set: &libc::sigset_t) -> i32 {
+    loop {
+        let mut st = 0;
+        // SAFETY: reaping our own child without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else if libc::WIFSIGNALED(st) {
+                128 + libc::WTERMSIG(st)
+            } else {
+                continue;
+            };
+        }
+        if r < 0 {
+            return 255;
+        }
+        // SAFETY: set is valid; info may be null.
+        let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            // SAFETY: forwarding a signal to our child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// `state`.
+pub fn state(root: &Path, id: &str) -> Result<State> {
+    State::load(root, id)
+}
+
+/// Parse a signal: names with or without SIG, or numbers.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => {
+            return Err(Error::Init(format!("invalid signal {s:?}")));
+        }
+    };
+    Ok(n)
+}
+
+/// Pids of the container: the cgroup's when available, else every process in the
+/// init's pid namespace (the container owns it).
+pub fn pids(st: &State) -> Result<Vec<i32>> {
+    if st.status == Status::Stopped {
+        return Ok(vec![]);
+    }
+    if !st.own_pid_ns {
+        return Err(crate::cgroups::unavailable(
+            "listing the processes of a container sharing a pid namespace",
+        ));
+    }
+    let target = std::fs::read_link(format!("/proc/{}/ns/pid", st.pid))
+        .map_err(io("read init pid namespace"))?;
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc")
+        .map_err(io("read /proc"))?
+        .flatten()
+    {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|t| t == target) {
+            v.push(pid);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// `kill`.
+pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<()> {
+    let st = State::load(root, id)?;
+    if st.status == Status::Stopped {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: "stopped".into(),
+            msg: "container not running".into(),
+        });
+    }
+    let targets = if all { pids(&st)? } else { vec![st.pid] };
+    for p in targets {
+        // SAFETY: sending a signal.
+        if unsafe { libc::kill(p, sig) } != 0 && p == st.pid {
+            return Err(sys(format!(
+                "kill container {id} init {p} with signal {sig}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn wait_gone(pid: i32, start: u64) {
+    // SAFETY: pidfd_open has no memory arguments.
+    let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if pfd >= 0 {
+        let mut p = libc::pollfd {
+            fd: pfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; pfd is ours.
+        unsafe {
+            libc::poll(&mut p, 1, 10_000);
+            libc::close(pfd);
+        }
+    }
+    // The process may linger as a zombie until its parent reaps it; that counts as gone.
+    for _ in 0..1000 {
+        if crate::sys::proc_start_time(pid) != Some(start) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn destroy(root: &Path, st: &State, kill: bool) -> Result<()> {
+    if kill && st.status != Status::Stopped {
+        if st.own_pid_ns {
+            // SAFETY: SIGKILL to the init of its own pid namespace kills the namespace.
+            unsafe { libc::kill(st.pid, libc::SIGKILL) };
+        } else {
+            for p in pids(st).unwrap_or_else(|_| vec![st.pid]) {
+                // SAFETY: sending a signal.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+        wait_gone(st.pid, st.init_start_time);
+    }
+    // INTEGRATION POINT (berth-cgroups): destroy the container's cgroup here.
+    if let Some(h) = &st.hooks {
+        let mut s = st.clone();
+        s.status = Status::Stopped;
+        if let Err(e) = crate::hooks::run(
+            "poststop",
+            h.poststop().as_deref().unwrap_or_default(),
+            &state_bytes(&s),
+        ) {
+            eprintln!("warning: {e}");
+        }
+    }
+    match std::fs::remove_dir_all(State::dir(root, &st.id)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(format!("remove {}", State::dir(root, &st.id).display()))(e)),
+    }
+}
+
+/// `delete`: remove a stopped (or created) container; `force` kills a running one.
+/// A missing container is fine with `force` (engines delete twice).
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let st = match State::load(root, id) {
+        Ok(s) => s,
+        Err(Error::NotFound(_)) if force => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match st.status {
+        Status::Stopped | Status::Created => destroy(root, &st, true),
+        _ if force => destroy(root, &st, true),
+        s => Err(Error::BadState {
+            id: id.into(),
+            status: s.to_string(),
+            msg: "cannot delete a container that is not stopped (use --force)".into(),
+        }),
+    }
+}
+
+/// All containers under `root`.
+pub fn list(root: &Path) -> Result<Vec<State>> {
+    let mut v = Vec::new();
+    let rd = match std::fs::read_dir(root) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(io(format!("read {}", root.display()))(e)),
+    };
+    for e in rd.flatten() {
+        if let Some(id) = e.file_name().to_str()
+            && let Ok(s) = State::load(root, id)
+        {
+            v.push(s);
+        }
+    }
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(v)
+}
+
+/// Options of `exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOpts {
+    /// The process to run (from `--process` or built from the arguments).
+    pub process: Process,
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
+    /// `--detach`.
+    pub detach: bool,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--preserve-fds`.
+    pub preserve_fds: u32,
+}
+
+/// `exec`: run another process in a running container. Returns the exit code (0 when
+/// detached).
+pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
+    let st = State::load(root, id)?;
+    if !matches!(st.status, Status::Running | Status::Created) {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: st.status.to_string(),
+            msg: "cannot exec in a container that is not running".into(),
+        });
+    }
+    if o.process.terminal() == Some(true) && o.console_socket.is_none() {
+        return Err(Error::Init("exec --tty needs --console-socket".into()));
+    }
+    // Namespaces of the init that differ from ours, user first, mount last.
+    let order = [
+        ("user", libc::CLONE_NEWUSER),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+        ("net", libc::CLONE_NEWNET),
+        ("cgroup", libc::CLONE_NEWCGROUP),
+        ("mnt", libc::CLONE_NEWNS),
+    ];
+    let mut join = Vec::new();
+    for (n, f) in order {
+        let theirs = format!("/proc/{}/ns/{n}", st.pid);
+        if std::fs::read_link(&theirs).ok() != std::fs::read_link(format!("/proc/self/ns/{n}")).ok()
+        {
+            join.push((open_ro(Path::new(&theirs))?, f, n.to_string()));
+        }
+    }
+    for (n, f) in [("pid", libc::CLONE_NEWPID), ("time", libc::CLONE_NEWTIME)] {
+        let theirs = format!("/proc/{}/ns/{n}", st.pid);
+        if std::fs::read_link(&theirs).ok() != std::fs::read_link(format!("/proc/self/ns/{n}")).ok()
+        {
+            let fd = open_ro(Path::new(&theirs))?;
+            setns(fd.as_raw_fd(), f, n)?;
+        }
+    }
+    let console = o
+        .console_socket
+        .as_deref()
+        .map(crate::sys::unix_connect)
+        .transpose()?;
+    let (psock, csock) = crate::sys::seqpacket_pair()?;
+    let pid = clone_child(0)?;
+    if pid == 0 {
+        let r: Result<Error> = (|| {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+            for (fd, f, n) in &join {
+                setns(fd.as_raw_fd(), *f, n)?;
+            }
+            proc_::set_rlimits(&o.process)?;
+            if let Some(c) = &console {
+                proc_::setup_console(
+                    c.as_raw_fd(),
+                    o.process.console_size().map(|b| (b.height(), b.width())),
+                )?;
+            }
+            let env = o.process.env().clone().unwrap_or_default();
+            let args = o.process.args().as_deref().unwrap_or_default();
+            if args.is_empty() {
+                return Err(Error::Init("exec: no command given".into()));
+            }
+            let path = proc_::lookup(&args[0], &env)?;
+            proc_::chdir(o.process.cwd())?;
+            let ex = ExecArgs::new(&path, &o.process)?;
+            finalize(&o.process, 3 + o.preserve_fds as RawFd)?;
+            Ok(ex.exec())
+        })();
+        let msg = match r {
+            Ok(e) | Err(e) => e.to_string(),
+        };
+        let mut m = vec![b'E'];
+        m.extend(msg.as_bytes());
+        let _ = send(csock.as_raw_fd(), &m);
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(127) };
+    }
+    drop(csock);
+    drop(console);
+    // INTEGRATION POINT (berth-cgroups): add `pid` to the container's cgroup.
+    let set = forward_set();
+    // SAFETY: valid sigset.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let reply = recv(psock.as_raw_fd())?;
+    if reply.first() == Some(&b'E') {
+        // SAFETY: reap our child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(Error::Init(
+            String::from_utf8_lossy(&reply[1..]).into_owned(),
+        ));
+    }
+    if let Some(p) = &o.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    if o.detach {
+        return Ok(0);
+    }
+    Ok(wait_forwarding(pid, &set))
+}
+
+/// Keep `OwnedFd` imports used on every target.
+#[allow(dead_code)]
+fn _fd_roundtrip(f: OwnedFd) -> OwnedFd {
+    // SAFETY: into_raw_fd hands over ownership.
+    unsafe { OwnedFd::from_raw_fd(f.into_raw_fd()) }
+}

@@ -1,0 +1,728 @@
+//! Root filesystem set-up inside the container's mount namespace: mounts from the
+//! config, devices, /dev links, pivot_root, masked and read-only paths.
+
+use crate::error::{Error, Result, io, sys};
+use crate::sys::{cstr, mount, umount};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+/// Resolve `unsafe_path` inside `root` the way the container will see it: symlinks are
+/// followed but never lead outside `root` (absolute targets are re-rooted, `..` stops at
+/// the root). Missing components are kept as they are.
+pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf> {
+    let mut rest: Vec<PathBuf> = unsafe_path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(PathBuf::from(s)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut cur = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = rest.pop() {
+        if c.as_os_str() == ".." {
+            cur.pop();
+            continue;
+        }
+        let cand = root.join(&cur).join(&c);
+        match std::fs::symlink_metadata(&cand) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 255 {
+                    return Err(Error::Sys {
+                        what: format!("resolve {} in {}", unsafe_path.display(), root.display()),
+                        err: std::io::Error::from_raw_os_error(libc::ELOOP),
+                    });
+                }
+                let target = std::fs::read_link(&cand)
+                    .map_err(io(format!("readlink {}", cand.display())))?;
+                if target.is_absolute() {
+                    cur = PathBuf::new();
+                }
+                for tc in target.components().rev() {
+                    match tc {
+                        Component::Normal(s) => rest.push(PathBuf::from(s)),
+                        Component::ParentDir => rest.push(PathBuf::from("..")),
+                        _ => {}
+                    }
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    Ok(root.join(cur))
+}
+
+/// Propagation option name to mount flags.
+pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
+    Some(match name {
+        "private" => libc::MS_PRIVATE,
+        "rprivate" => libc::MS_PRIVATE | libc::MS_REC,
+        "shared" => libc::MS_SHARED,
+        "rshared" => libc::MS_SHARED | libc::MS_REC,
+        "slave" => libc::MS_SLAVE,
+        "rslave" => libc::MS_SLAVE | libc::MS_REC,
+        "unbindable" => libc::MS_UNBINDABLE,
+        "runbindable" => libc::MS_UNBINDABLE | libc::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Parsed mount options: flags to set, propagation changes, and fs-specific data.
+#[derive(Debug, Default, PartialEq)]
+pub struct MountOpts {
+    /// MS_* flags.
+    pub flags: libc::c_ulong,
+    /// Propagation flags applied after mounting.
+    pub propagation: Vec<libc::c_ulong>,
+    /// Comma-joined filesystem data.
+    pub data: String,
+}
+
+/// Parse OCI/fstab mount options.
+pub fn parse_options(opts: &[String]) -> MountOpts {
+    let mut m = MountOpts::default();
+    let mut data = Vec::new();
+    for o in opts {
+        let (clear, flag) = match o.as_str() {
+            "defaults" => (false, 0),
+            "ro" => (false, libc::MS_RDONLY),
+            "rw" => (true, libc::MS_RDONLY),
+            "suid" => (true, libc::MS_NOSUID),
+            "nosuid" => (false, libc::MS_NOSUID),
+            "dev" => (true, libc::MS_NODEV),
+            "nodev" => (false, libc::MS_NODEV),
+            "exec" => (true, libc::MS_NOEXEC),
+            "noexec" => (false, libc::MS_NOEXEC),
+            "sync" => (false, libc::MS_SYNCHRONOUS),
+            "async" => (true, libc::MS_SYNCHRONOUS),
+            "dirsync" => (false, libc::MS_DIRSYNC),
+            "remount" => (false, libc::MS_REMOUNT),
+            "mand" => (false, libc::MS_MANDLOCK),
+            "nomand" => (true, libc::MS_MANDLOCK),
+            "atime" => (true, libc::MS_NOATIME),
+            "noatime" => (false, libc::MS_NOATIME),
+            "diratime" => (true, libc::MS_NODIRATIME),
+            "nodiratime" => (false, libc::MS_NODIRATIME),
+            "relatime" => (false, libc::MS_RELATIME),
+            "norelatime" => (true, libc::MS_RELATIME),
+            "strictatime" => (false, libc::MS_STRICTATIME),
+            "nostrictatime" => (true, libc::MS_STRICTATIME),
+            "bind" => (false, libc::MS_BIND),
+            "rbind" => (false, libc::MS_BIND | libc::MS_REC),
+            other => {
+                if let Some(p) = propagation_flag(other) {
+                    m.propagation.push(p);
+                } else {
+                    data.push(other);
+                }
+                continue;
+            }
+        };
+        if clear {
+            m.flags &= !flag;
+        } else {
+            m.flags |= flag;
+        }
+    }
+    m.data = data.join(",");
+    m
+}
+
+/// Flags of the mount holding `p` that a user namespace locks (they must be repeated
+/// on a remount or it fails with EPERM).
+fn locked_flags(p: &Path) -> libc::c_ulong {
+    let Ok(c) = cstr(p) else { return 0 };
+    // SAFETY: statvfs is plain data.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is valid, s is writable.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return 0;
+    }
+    let mut f = 0;
+    for (st, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if s.f_flag & st != 0 {
+            f |= ms;
+        }
+    }
+    f
+}
+
+/// Remount a bind mount with `flags`, retrying with the locked flags on EPERM.
+fn bind_remount(dst: &Path, flags: libc::c_ulong) -> Result<()> {
+    let f = libc::MS_BIND | libc::MS_REMOUNT | flags;
+    mount(None, dst, None, f, None)
+        .or_else(|e| mount(None, dst, None, f | locked_flags(dst), None).map_err(|_| e))
+}
+
+fn mkdir_all(p: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .map_err(io(format!("mkdir {}", p.display())))
+}
+
+fn touch(p: &Path) -> Result<()> {
+    if let Some(d) = p.parent() {
+        mkdir_all(d)?;
+    }
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(()),
+        Err(e) => Err(io(format!("create {}", p.display()))(e)),
+    }
+}
+
+/// Context of the rootfs set-up.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    /// The spec.
+    pub spec: &'a Spec,
+    /// Absolute rootfs path.
+    pub rootfs: &'a Path,
+    /// Absolute bundle path (relative bind sources are resolved against it).
+    pub bundle: &'a Path,
+    /// A new user namespace (devices are bind-mounted, not created).
+    pub userns: bool,
+    /// A new cgroup namespace.
+    pub cgroupns: bool,
+    /// A new network namespace (sysfs can be mounted fresh).
+    pub netns: bool,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+}
+
+impl Setup<'_> {
+    /// Everything before pivot_root: propagation, the rootfs bind, config mounts,
+    /// devices and links.
+    pub fn prepare(&self) -> Result<()> {
+        let linux = self.spec.linux().as_ref();
+        let prop = linux
+            .and_then(|l| l.rootfs_propagation().as_deref())
+            .and_then(propagation_flag)
+            .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+        mount(None, Path::new("/"), None, prop | libc::MS_REC, None)?;
+        // pivot_root refuses a new root whose parent mount is shared.
+        self.make_parent_private()?;
+        mount(
+            Some(self.rootfs),
+            self.rootfs,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
+        let mut dev_bound = false;
+        for m in self.spec.mounts().iter().flatten() {
+            if m.destination() == Path::new("/dev")
+                && m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind")
+            {
+                dev_bound = true;
+            }
+            self.mount_one(m)?;
+        }
+        if !dev_bound {
+            self.devices()?;
+            self.dev_links()?;
+        }
+        Ok(())
+    }
+
+    fn make_parent_private(&self) -> Result<()> {
+        // Find the mount point holding the rootfs and make it private.
+        let mi = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io("read /proc/self/mountinfo"))?;
+        let mut best: Option<(&str, bool)> = None;
+        for line in mi.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 7 {
+                continue;
+            }
+            let mp = f[4];
+            if self.rootfs.starts_with(mp) && best.is_none_or(|(b, _)| mp.len() >= b.len()) {
+                let shared = f[6..]
+                    .iter()
+                    .take_while(|x| **x != "-")
+                    .any(|x| x.starts_with("shared:"));
+                best = Some((mp, shared));
+            }
+        }
+        if let Some((mp, true)) = best {
+            mount(None, Path::new(mp), None, libc::MS_PRIVATE, None)?;
+        }
+        Ok(())
+    }
+
+    fn mount_one(&self, m: &Mount) -> Result<()> {
+        let dst = secure_join(self.rootfs, m.destination())?;
+        let typ = m.typ().as_deref().unwrap_or("");
+        let opts = parse_options(m.options().as_deref().unwrap_or_default());
+        let is_bind = typ == "bind" || opts.flags & libc::MS_BIND != 0;
+        if is_bind {
+            let src = m.source().as_deref().ok_or_else(|| Error::Config {
+                path: "config.json".into(),
+                field: "mounts[].source".into(),
+                msg: format!("bind mount on {:?} has no source", m.destination()),
+            })?;
+            let src = if src.is_absolute() {
+                src.to_path_buf()
+            } else {
+                self.bundle.join(src)
+            };
+            let meta = std::fs::metadata(&src)
+                .map_err(io(format!("stat bind source {}", src.display())))?;
+            if meta.is_dir() {
+                mkdir_all(&dst)?;
+            } else {
+                touch(&dst)?;
+            }
+            let rec = opts.flags & libc::MS_REC;
+            mount(Some(&src), &dst, None, libc::MS_BIND | rec, None)?;
+            let rest = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
+            if rest != 0 {
+                bind_remount(&dst, rest)?;
+            }
+        } else if typ == "cgroup" || typ == "cgroup2" {
+            mkdir_all(&dst)?;
+            self.mount_cgroup(&dst, &opts)?;
+        } else {
+            mkdir_all(&dst)?;
+            let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+            let r = mount(Some(&src), &dst, Some(typ), opts.flags, Some(&opts.data));
+            match r {
+                Err(Error::Sys {
+                    err: ref source, ..
+                }) if typ == "sysfs" && source.raw_os_error() == Some(libc::EPERM) => {
+                    // No own network namespace: the kernel refuses a fresh sysfs; bind
+                    // the host's like runc does.
+                    mount(
+                        Some(Path::new("/sys")),
+                        &dst,
+                        None,
+                        libc::MS_BIND | libc::MS_REC,
+                        None,
+                    )?;
+                    bind_remount(&dst, opts.flags)?;
+                }
+                Err(Error::Sys {
+                    err: ref source, ..
+                }) if typ == "mqueue" && source.raw_os_error() == Some(libc::EPERM) => {
+                    mount(
+                        Some(Path::new("/dev/mqueue")),
+                        &dst,
+                        None,
+                        libc::MS_BIND | libc::MS_REC,
+                        None,
+                    )?;
+                }
+                r => r?,
+            }
+        }
+        for p in &opts.propagation {
+            mount(None, &dst, None, *p, None)?;
+        }
+        Ok(())
+    }
+
+    /// `cgroup` mount: a fresh cgroup2 on pure-v2 hosts with a cgroup namespace;
+    /// otherwise a tmpfs holding binds of this process's cgroup in every hierarchy
+    /// (what runc does on v1 and hybrid hosts).
+    fn mount_cgroup(&self, dst: &Path, opts: &MountOpts) -> Result<()> {
+        let flags = opts.flags
+            & (libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC
+                | libc::MS_RDONLY
+                | libc::MS_RELATIME);
+        let mi = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io("read /proc/self/mountinfo"))?;
+        let own =
+            std::fs::read_to_string("/proc/self/cgroup").map_err(io("read /proc/self/cgroup"))?;
+        let cg_mounts: Vec<(String, String, String, String)> = mi
+            .lines()
+            .filter_map(|l| {
+                let (a, b) = l.split_once(" - ")?;
+                let f: Vec<&str> = a.split(' ').collect();
+                let g: Vec<&str> = b.split(' ').collect();
+                if f.len() < 5 || g.len() < 3 || !g[0].starts_with("cgroup") {
+                    return None;
+                }
+                // (fstype, mount root, mount point, super options)
+                Some((g[0].into(), f[3].into(), f[4].into(), g[2].into()))
+            })
+            .filter(|(_, _, mp, _): &(String, String, String, String)| {
+                mp.starts_with("/sys/fs/cgroup")
+            })
+            .collect();
+        if cg_mounts.len() == 1 && cg_mounts[0].0 == "cgroup2" && cg_mounts[0].2 == "/sys/fs/cgroup"
+        {
+            if self.cgroupns {
+                return mount(
+                    Some(Path::new("cgroup2")),
+                    dst,
+                    Some("cgroup2"),
+                    flags,
+                    None,
+                );
+            }
+            let path = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("/");
+            let src = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            mount(Some(&src), dst, None, libc::MS_BIND | libc::MS_REC, None)?;
+            return bind_remount(dst, flags);
+        }
+        mount(
+            Some(Path::new("tmpfs")),
+            dst,
+            Some("tmpfs"),
+            flags & !libc::MS_RDONLY,
+            Some("mode=755"),
+        )?;
+        for (fstype, mroot, mp, sopts) in &cg_mounts {
+            let name = Path::new(mp)
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            if name.as_os_str().is_empty() {
+                continue;
+            }
+            // Our path in this hierarchy from /proc/self/cgroup.
+            let key = if fstype == "cgroup2" {
+                String::new()
+            } else {
+                sopts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro")
+                            && !o.starts_with("release_agent")
+                            && *o != "clone_children"
+                            && *o != "xattr"
+                            && *o != "noprefix"
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let path = own
+                .lines()
+                .find_map(|l| {
+                    let mut it = l.splitn(3, ':');
+                    let _ = it.next();
+                    let ctl = it.next()?;
+                    let p = it.next()?;
+                    let ctl = ctl
+                        .strip_prefix("name=")
+                        .map_or(ctl.to_string(), |n| format!("name={n}"));
+                    let want = key.split(',').collect::<std::collections::BTreeSet<_>>();
+                    let have = ctl.split(',').collect::<std::collections::BTreeSet<_>>();
+                    (want == have).then(|| p.to_string())
+                })
+                .unwrap_or_else(|| "/".into());
+            let rel = Path::new(&path)
+                .strip_prefix(mroot.as_str())
+                .unwrap_or(Path::new(""));
+            let src = Path::new(mp).join(rel);
+            let d = dst.join(&name);
+            mkdir_all(&d)?;
+            mount(Some(&src), &d, None, libc::MS_BIND | libc::MS_REC, None)?;
+            bind_remount(&d, flags)?;
+        }
+        // Comount links such as cpu -> cpu,cpuacct.
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_symlink())
+                    && let Ok(t) = std::fs::read_link(e.path())
+                {
+                    let _ = symlink(t, dst.join(e.file_name()));
+                }
+            }
+        }
+        if flags & libc::MS_RDONLY != 0 {
+            mount(None, dst, None, libc::MS_REMOUNT | flags, Some("mode=755"))?;
+        }
+        Ok(())
+    }
+
+    fn devices(&self) -> Result<()> {
+        let defaults: [(&str, u64, u64, LinuxDeviceType); 6] = [
+            ("/dev/null", 1, 3, LinuxDeviceType::C),
+            ("/dev/zero", 1, 5, LinuxDeviceType::C),
+            ("/dev/full", 1, 7, LinuxDeviceType::C),
+            ("/dev/random", 1, 8, LinuxDeviceType::C),
+            ("/dev/urandom", 1, 9, LinuxDeviceType::C),
+            ("/dev/tty", 5, 0, LinuxDeviceType::C),
+        ];
+        let cfg: &[LinuxDevice] = self
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or_default();
+        let dev = secure_join(self.rootfs, Path::new("/dev"))?;
+        mkdir_all(&dev)?;
+        // SAFETY: umask only changes this process's mask.
+        let old = unsafe { libc::umask(0) };
+        let r = (|| {
+            for (p, maj, min, t) in defaults {
+                if cfg.iter().any(|d| d.path() == Path::new(p)) {
+                    continue;
+                }
+                self.make_dev(Path::new(p), t, maj, min, 0o666, 0, 0)?;
+            }
+            for d in cfg {
+                self.make_dev(
+                    d.path(),
+                    d.typ(),
+                    d.major() as u64,
+                    d.minor() as u64,
+                    d.file_mode().unwrap_or(0o666),
+                    d.uid().unwrap_or(0),
+                    d.gid().unwrap_or(0),
+                )?;
+            }
+            Ok(())
+        })();
+        // SAFETY: restoring the mask.
+        unsafe { libc::umask(old) };
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_dev(
+        &self,
+        p: &Path,
+        t: LinuxDeviceType,
+        maj: u64,
+        min: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
+        let dst = secure_join(self.rootfs, p)?;
+        if let Some(d) = dst.parent() {
+            mkdir_all(d)?;
+        }
+        if self.userns {
+            // mknod is not allowed in a user namespace: bind the host node.
+            touch(&dst)?;
+            return mount(Some(p), &dst, None, libc::MS_BIND, None);
+        }
+        let kind = match t {
+            LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
+            LinuxDeviceType::B => libc::S_IFBLK,
+            LinuxDeviceType::P => libc::S_IFIFO,
+            LinuxDeviceType::A => {
+                return Err(Error::Config {
+                    path: "config.json".into(),
+                    field: "linux.devices[].type".into(),
+                    msg: format!("type 'a' is not a device node ({})", p.display()),
+                });
+            }
+        };
+        let c = cstr(&dst)?;
+        let _ = std::fs::remove_file(&dst);
+        // SAFETY: c is a valid path.
+        if unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                kind | (mode & 0o7777),
+                libc::makedev(maj as u32, min as u32),
+            )
+        } != 0
+        {
+            return Err(sys(format!("mknod {}", dst.display())));
+        }
+        // SAFETY: c is a valid path.
+        if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+            return Err(sys(format!("chown {}", dst.display())));
+        }
+        Ok(())
+    }
+
+    fn dev_links(&self) -> Result<()> {
+        let dev = self.rootfs.join("dev");
+        let mut links = vec![
+            ("/proc/self/fd", "fd"),
+            ("/proc/self/fd/0", "stdin"),
+            ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+        ];
+        if Path::new("/proc/kcore").exists() {
+            links.push(("/proc/kcore", "core"));
+        }
+        if dev.join("pts").is_dir() {
+            links.push(("pts/ptmx", "ptmx"));
+        }
+        for (t, n) in links {
+            let p = dev.join(n);
+            if n == "ptmx" {
+                let _ = std::fs::remove_file(&p);
+            }
+            match symlink(t, &p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io(format!("symlink {}", p.display()))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Switch root: pivot_root (or move + chroot with `--no-pivot`).
+    pub fn switch_root(&self) -> Result<()> {
+        let c = cstr(self.rootfs)?;
+        // SAFETY: valid path.
+        if unsafe { libc::chdir(c.as_ptr()) } != 0 {
+            return Err(sys(format!("chdir {}", self.rootfs.display())));
+        }
+        if self.no_pivot {
+            mount(Some(self.rootfs), Path::new("/"), None, libc::MS_MOVE, None)?;
+            let dot = cstr(".")?;
+            // SAFETY: valid path.
+            if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+                return Err(sys("chroot"));
+            }
+        } else {
+            // SAFETY: opening "/" read-only as a directory.
+            let old = unsafe {
+                libc::open(
+                    c"/".as_ptr(),
+                    libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+                )
+            };
+            if old < 0 {
+                return Err(sys("open /"));
+            }
+            // SAFETY: pivot_root(".", ".") stacks the old root under the new one.
+            if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } != 0 {
+                return Err(sys(format!("pivot_root {}", self.rootfs.display())));
+            }
+            // SAFETY: old is a valid fd.
+            unsafe { libc::fchdir(old) };
+            // Keep the unmount from propagating to the host.
+            mount(
+                None,
+                Path::new("."),
+                None,
+                libc::MS_SLAVE | libc::MS_REC,
+                None,
+            )?;
+            umount(Path::new("."), libc::MNT_DETACH)?;
+            // SAFETY: old is ours.
+            unsafe { libc::close(old) };
+        }
+        // SAFETY: valid path.
+        if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+            return Err(sys("chdir /"));
+        }
+        Ok(())
+    }
+
+    /// After the switch: masked and read-only paths, read-only root, propagation.
+    pub fn finish(&self) -> Result<()> {
+        let Some(linux) = self.spec.linux() else {
+            return Ok(());
+        };
+        for p in linux.masked_paths().iter().flatten() {
+            let path = Path::new(p);
+            match std::fs::metadata(path) {
+                Err(_) => continue,
+                Ok(m) if m.is_dir() => mount(
+                    Some(Path::new("tmpfs")),
+                    path,
+                    Some("tmpfs"),
+                    libc::MS_RDONLY,
+                    None,
+                )?,
+                Ok(_) => mount(
+                    Some(Path::new("/dev/null")),
+                    path,
+                    None,
+                    libc::MS_BIND,
+                    None,
+                )?,
+            }
+        }
+        for p in linux.readonly_paths().iter().flatten() {
+            let path = Path::new(p);
+            if std::fs::symlink_metadata(path).is_err() {
+                continue;
+            }
+            mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            bind_remount(path, libc::MS_RDONLY | libc::MS_REC)?;
+        }
+        if self
+            .spec
+            .root()
+            .as_ref()
+            .is_some_and(|r| r.readonly() == Some(true))
+        {
+            bind_remount(Path::new("/"), libc::MS_RDONLY)?;
+        }
+        if let Some(p) = linux
+            .rootfs_propagation()
+            .as_deref()
+            .and_then(propagation_flag)
+        {
+            mount(None, Path::new("/"), None, p, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = parse_options(&[
+            "nosuid".into(),
+            "ro".into(),
+            "rw".into(),
+            "mode=755".into(),
+            "size=1m".into(),
+            "rprivate".into(),
+        ]);
+        assert_eq!(o.flags, libc::MS_NOSUID);
+        assert_eq!(o.data, "mode=755,size=1m");
+        assert_eq!(o.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
+    }
+
+    #[test]
+    fn join_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("a")).unwrap();
+        symlink("/etc", d.path().join("a/abs")).unwrap();
+        symlink("../../../..", d.path().join("a/up")).unwrap();
+        assert_eq!(
+            secure_join(d.path(), Path::new("/a/abs/passwd")).unwrap(),
+            d.path().join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(d.path(), Path::new("/a/up/x")).unwrap(),
+            d.path().join("x")
+        );
+        assert_eq!(
+            secure_join(d.path(), Path::new("/../../x")).unwrap(),
+            d.path().join("x")
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Image references: `[registry/]name[:tag][@digest]` with docker's defaults.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// The registry short names resolve to.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+/// Where Docker Hub's API actually lives.
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// A parsed, normalised image reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    /// Registry host[:port], `docker.io` for short names.
+    pub registry: String,
+    /// Repository path, `library/x` for official Docker Hub images.
+    pub repository: String,
+    /// Tag, `latest` when neither tag nor digest was given.
+    pub tag: Option<String>,
+    /// Pinned digest (`sha256:...`).
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// Parses a reference with docker's rules (a first component with a `.` or `:` or
+    /// `localhost` names a registry, else Docker Hub; single names get `library/`).
+    pub fn parse(s: &str) -> Result<ImageRef> {
+        let invalid = |reason: String| Error::InvalidReference {
+            reference: s.to_owned(),
+            reason,
+        };
+        if s.is_empty() {
+            return Err(invalid("empty".into()));
+        }
+        let r = oci_client::Reference::try_from(s).map_err(|e| invalid(e.to_string()))?;
+        let mut tag = r.tag().map(str::to_owned);
+        let digest = r.digest().map(str::to_owned);
+        if let Some(d) = &digest
+            && !is_sha256_digest(d)
+        {
+            return Err(invalid(format!("unsupported digest {d}")));
+        }
+        if tag.is_none() && digest.is_none() {
+            tag = Some("latest".into());
+        }
+        let registry = match r.registry() {
+            "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY.to_owned(),
+            other => other.to_owned(),
+        };
+        Ok(ImageRef {
+            registry,
+            repository: r.repository().to_owned(),
+            tag,
+            digest,
+        })
+    }
+
+    /// The same repository with another tag or digest.
+    pub fn with_reference(&self, tag: Option<&str>, digest: Option<&str>) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: tag.map(str::to_owned),
+            digest: digest.map(str::to_owned),
+        }
+    }
+
+    /// What goes after `/manifests/`: the digest if pinned, else the tag.
+    pub fn manifest_reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+
+    /// The host[:port] the HTTP API is served from.
+    pub fn api_host(&self) -> &str {
+        api_host(&self.registry)
+    }
+
+    /// `registry/repository[:tag]`, the name berth records in its store.
+    pub fn name(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}/{}:{t}", self.registry, self.repository),
+            None => format!("{}/{}", self.registry, self.repository),
+        }
+    }
+}
+
+/// The API host of a registry name (`docker.io` is served elsewhere).
+pub fn api_host(registry: &str) -> &str {
+    if registry == DEFAULT_REGISTRY || registry == "index.docker.io" {
+        DOCKER_HUB_API
+    } else {
+        registry
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ImageRef {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ImageRef> {
+        ImageRef::parse(s)
+    }
+}
+
+/// `sha256:` followed by 64 lowercase hex digits.
+pub fn is_sha256_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Whether a registry host is on loopback (plain HTTP by default, like docker).
+pub fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.rsplit_once(':').map_or(registry, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                registry
+            }
+        }),
+    };
+    if host == "localhost" {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn short_names_go_to_docker_hub_library() {
+        let r = ImageRef::parse("busybox").unwrap();
+        assert_eq!(r.registry, "docker.io");
+        assert_eq!(r.repository, "library/busybox");
+        assert_eq!(r.tag.as_deref(), Some("latest"));
+        assert_eq!(r.api_host(), "registry-1.docker.io");
+        assert_eq!(r.name(), "docker.io/library/busybox:latest");
+        let r = ImageRef::parse("someone/tool:1.2").unwrap();
+        assert_eq!(r.repository, "someone/tool");
+        assert_eq!(r.tag.as_deref(), Some("1.2"));
+    }
+
+    #[test]
+    fn registries_with_ports_and_localhost() {
+        let r = ImageRef::parse("127.0.0.1:5000/a/b:v1").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("127.0.0.1:5000", "a/b")
+        );
+        assert!(is_loopback(&r.registry));
+        let r = ImageRef::parse("localhost/x").unwrap();
+        assert_eq!(r.registry, "localhost");
+        assert!(is_loopback(&r.registry));
+        let r = ImageRef::parse("localhost:5000/x").unwrap();
+        assert!(is_loopback(&r.registry));
+        assert!(!is_loopback("quay.io"));
+        assert!(!is_loopback("example.com:5000"));
+        assert!(is_loopback("[::1]:5000"));
+    }
+
+    #[test]
+    fn digests_are_pinned() {
+        let r = ImageRef::parse(&format!("quay.io/x/y@{D}")).unwrap();
+        assert_eq!(r.tag, None);
+        assert_eq!(r.manifest_reference(), D);
+        let r = ImageRef::parse(&format!("quay.io/x/y:t@{D}")).unwrap();
+        assert_eq!(r.tag.as_deref(), Some("t"));
+        assert_eq!(r.manifest_reference(), D);
+        assert_eq!(r.to_string(), format!("quay.io/x/y:t@{D}"));
+    }
+
+    #[test]
+    fn bad_references_are_refused() {
+        for bad in ["", "x/UPPER", "x:tag with space", "a@sha256:short"] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -187,6 +187,21 @@ pub fn busybox_image_from(store: &Store, tag: &str, busybox: &Path) -> Result<De
     finish_image(store, tag, &[layer], &["sh"], "berth fixtures busybox")
 }
 
+/// An image from uncompressed tar layers (bottom first), gzip-compressed at a fixed
+/// level, tagged `tag`. For tests and tools that craft layers by hand.
+pub fn image_from_layers(
+    store: &Store,
+    tag: &str,
+    layers: &[Vec<u8>],
+    cmd: &[&str],
+) -> Result<Descriptor> {
+    let mut made = Vec::new();
+    for tar in layers {
+        made.push(write_layer(store, 6, |w| w.write_all(tar))?);
+    }
+    finish_image(store, tag, &made, cmd, "berth fixtures image_from_layers")
+}
+
 /// splitmix64: small, seedable, good enough for filler bytes.
 struct Rng(u64);
 
@@ -265,7 +280,11 @@ pub fn generated_image(
                     buf[pos..pos + take].copy_from_slice(&w[..take]);
                     pos += take;
                     if pos < size {
-                        buf[pos] = if rng.next().is_multiple_of(12) { b'\n' } else { b' ' };
+                        buf[pos] = if rng.next().is_multiple_of(12) {
+                            b'\n'
+                        } else {
+                            b' '
+                        };
                         pos += 1;
                     }
                 }

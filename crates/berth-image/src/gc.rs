@@ -43,7 +43,10 @@ impl std::fmt::Display for Problem {
                 write!(f, "blob {d} is corrupt (content does not match its digest)")
             }
             Problem::MissingBlob { image, blob } => {
-                write!(f, "image {image} references missing blob {blob}")
+                write!(
+                    f,
+                    "image {image} references missing blob {blob} (pull or load it again)"
+                )
             }
             Problem::BrokenSnapshot(d) => write!(f, "snapshot {d} is incomplete"),
         }

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cmd_image;
+
 /// berth: a container toolkit (images, containers, builds, manifests).
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about)]
@@ -36,6 +38,8 @@ pub struct Global {
 enum Command {
     /// Show berth's version.
     Version,
+    #[command(flatten)]
+    Image(cmd_image::ImageCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
+        Command::Image(cmd) => cmd_image::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

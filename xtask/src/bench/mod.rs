@@ -13,11 +13,12 @@ use anyhow::{Context, Result, bail};
 use crate::util;
 
 mod chart;
+mod image;
 
 /// (name, function) of every benchmark suite; `cargo xtask bench NAME` runs a subset.
 type Suite = fn(&mut Report) -> Result<()>;
 
-const SUITES: &[(&str, Suite)] = &[];
+const SUITES: &[(&str, Suite)] = &[("image", image::run)];
 
 /// One measured figure of one contender.
 #[derive(Debug, Clone)]

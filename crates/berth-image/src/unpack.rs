@@ -359,6 +359,9 @@ impl Unpacker {
             return Ok(());
         }
         if let Some(hidden) = last_bytes.strip_prefix(b".wh.") {
+            if matches!(hidden, b"" | b"." | b"..") {
+                return Err(refuse(&name_str, "whiteout of \".\" or \"..\""));
+            }
             let hidden = CString::new(hidden).map_err(|_| refuse(&name_str, "nul in name"))?;
             self.remove_existing(dir, &hidden, &name_str)?;
             if self.whiteouts == Whiteouts::Overlay {
@@ -603,6 +606,12 @@ mod tests {
             },
             "up/x",
         );
+    }
+
+    #[test]
+    fn refuses_dot_whiteouts() {
+        hostile(|b| file(b, b"x/.wh...", b""), ".wh...");
+        hostile(|b| file(b, b".wh..", b""), ".wh..");
     }
 
     #[test]

@@ -601,6 +601,13 @@ fn default_profile_compiles_and_loads_fast() {
         Filter::compile(&spec).unwrap();
     }
     let compile = t.elapsed() / runs;
+    let cache = tempfile::tempdir().unwrap();
+    Filter::compile_cached(&spec, cache.path()).unwrap();
+    let t = Instant::now();
+    for _ in 0..runs {
+        Filter::compile_cached(&spec, cache.path()).unwrap();
+    }
+    let cached = t.elapsed() / runs;
     let filter = Filter::compile(&spec).unwrap();
     let out = in_child(|w| {
         // One load, as a container init does (filters stack, so no loop here).
@@ -613,11 +620,13 @@ fn default_profile_compiles_and_loads_fast() {
     out.assert_ok();
     let load: u128 = out.get("load_us").parse().unwrap();
     eprintln!(
-        "default profile: {} bpf insns, compile {} us (mean of {runs}), load {load} us",
+        "default profile: {} bpf insns, compile {} us, cached compile {} us (means of {runs}), load {load} us",
         filter.program().len(),
-        compile.as_micros()
+        compile.as_micros(),
+        cached.as_micros()
     );
     // Generous bounds for a loaded 2-core CI machine; the report quotes real figures.
     assert!(compile.as_micros() < 500_000, "compile took {compile:?}");
+    assert!(cached.as_micros() < 5_000, "cached compile took {cached:?}");
     assert!(load < 5_000, "load took {load} us");
 }

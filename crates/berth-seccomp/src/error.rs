@@ -59,6 +59,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Reading or writing the compiled-program cache failed.
+    #[error("seccomp program cache {path}: {source}")]
+    Cache {
+        /// Cache entry or directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
     /// Receiving a notify fd on the agent side failed.
     #[error("receiving seccomp listener fd: {0}")]
     Receive(#[source] io::Error),

@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use oci_spec::runtime::LinuxSeccomp;
 
 use crate::Error;
-use crate::backend::{Backend, Insn, Libseccomp};
+use crate::backend::{Backend, Compiled, Insn, Libseccomp};
 use crate::profile::Profile;
 
 const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
@@ -44,7 +44,11 @@ impl Filter {
 
     /// Compiles an already checked profile.
     pub fn from_profile(backend: &dyn Backend, profile: &Profile) -> Result<Filter, Error> {
-        let compiled = backend.compile(profile)?;
+        Self::from_compiled(profile, backend.compile(profile)?)
+    }
+
+    /// Wraps a program compiled (or cached) for `profile`.
+    pub(crate) fn from_compiled(profile: &Profile, compiled: Compiled) -> Result<Filter, Error> {
         if compiled.program.len() > MAX_INSNS {
             return Err(Error::ProgramTooLong {
                 len: compiled.program.len(),

@@ -35,6 +35,9 @@
 //! - [`Filter::load`]`(&self) -> Result<Option<OwnedFd>, Error>`: installs the filter on
 //!   the calling thread; the fd is the notify listener when the profile uses `NOTIFY`.
 //!   The caller must have no_new_privs set or hold CAP_SYS_ADMIN.
+//! - [`Filter::compile_cached`]`(&LinuxSeccomp, cache_dir)`: the same, reusing the
+//!   program compiled earlier for an identical profile (libseccomp takes milliseconds
+//!   on the multi-arch default profile; a cache hit is a file read).
 //! - [`send_listener_fd`]`(listener_path, fd, state_json)`: connects to `listenerPath` and
 //!   sends the fd (SCM_RIGHTS) with the container process state JSON, which the caller
 //!   builds (including `listenerMetadata` as `metadata`). [`recv_listener_fd`] is the
@@ -53,6 +56,7 @@
 //! syscalls newer than the profile.
 
 mod backend;
+mod cache;
 mod default_profile;
 mod error;
 mod filter;

@@ -630,3 +630,87 @@ fn default_profile_compiles_and_loads_fast() {
     assert!(cached.as_micros() < 5_000, "cached compile took {cached:?}");
     assert!(load < 5_000, "load took {load} us");
 }
+
+/// The default profile in a real container (runc from Debian as the loader): a busybox
+/// shell works normally, while namespace creation and mounting are refused.
+#[test]
+fn default_profile_runs_a_busybox_shell_under_runc() {
+    integration_tests::require_root();
+    let runc = integration_tests::require_cmd("runc");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = integration_tests::busybox_bundle(
+        &dir.path().join("bundle"),
+        &[
+            "sh",
+            "-c",
+            "echo hello; ls / >/dev/null && echo ls=$?; \
+             unshare -U true; echo unshare=$?; \
+             mount -t tmpfs none /tmp; echo mount=$?",
+        ],
+    )
+    .unwrap();
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["linux"]["seccomp"] = serde_json::to_value(default_profile()).unwrap();
+    integration_tests::write_config(&bundle, &config).unwrap();
+    let id = integration_tests::unique_id("seccomp-default");
+    let leaks = integration_tests::LeakCheck::new(&[id.as_str()]);
+    let out = std::process::Command::new(runc)
+        .arg("--root")
+        .arg(dir.path().join("runc-root"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "runc failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("hello\nls=0\n"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("unshare=1"),
+        "unshare not refused: {stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("mount=1") || stdout.contains("mount=255"),
+        "mount not refused: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    leaks.assert_clean();
+}
+
+#[test]
+fn load_needs_no_new_privs_or_cap_sys_admin() {
+    integration_tests::require_root();
+    let filter = Filter::compile(&profile(
+        A::ScmpActAllow,
+        vec![rule(&["getppid"], A::ScmpActErrno, Some(42), vec![])],
+    ))
+    .unwrap();
+    let out = in_child(|w| {
+        // Becoming an unprivileged user drops every effective capability.
+        // SAFETY: plain id changes in a single-threaded child.
+        if unsafe { libc::setresgid(65534, 65534, 65534) } != 0
+            || unsafe { libc::setresuid(65534, 65534, 65534) } != 0
+        {
+            return 3;
+        }
+        let first = filter.load().map(|_| ()).map_err(|e| e.to_string());
+        writeln!(w, "without {first:?}").unwrap();
+        // SAFETY: PR_SET_NO_NEW_PRIVS with the documented arguments.
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        let second = filter.load().map(|_| ()).map_err(|e| e.to_string());
+        writeln!(w, "with {second:?}").unwrap();
+        writeln!(w, "getppid {}", errno_of(getppid_with(0))).unwrap();
+        0
+    });
+    out.assert_ok();
+    let without = out.get("without");
+    assert!(
+        without.contains("no_new_privs or CAP_SYS_ADMIN"),
+        "{without}"
+    );
+    assert_eq!(out.get("with"), "Ok(())");
+    assert_eq!(out.get("getppid"), "42");
+}

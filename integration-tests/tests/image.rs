@@ -396,6 +396,27 @@ fn cli_save_load_roundtrip_and_skopeo_archives() {
         ],
     )
     .unwrap();
+    // and podman loads it (docker-archive path of containers/image), in private storage
+    let podman = require_cmd("podman");
+    let proot = a.path().join("podman-root");
+    let prun = a.path().join("podman-run");
+    let storage = [
+        "--root",
+        proot.to_str().unwrap(),
+        "--runroot",
+        prun.to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+    ];
+    let loaded = run_ok(
+        &podman,
+        storage
+            .iter()
+            .copied()
+            .chain(["load", "-i", archive.to_str().unwrap()]),
+    )
+    .unwrap();
+    assert!(loaded.contains("busybox:latest"), "{loaded}");
 
     let b = TestRoots::new().unwrap();
     let out = ok(berth(&b, &["load", "-i", archive.to_str().unwrap()]));

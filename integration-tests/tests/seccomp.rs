@@ -691,9 +691,10 @@ fn load_needs_no_new_privs_or_cap_sys_admin() {
     let out = in_child(|w| {
         // Becoming an unprivileged user drops every effective capability.
         // SAFETY: plain id changes in a single-threaded child.
-        if unsafe { libc::setresgid(65534, 65534, 65534) } != 0
-            || unsafe { libc::setresuid(65534, 65534, 65534) } != 0
-        {
+        let gid = unsafe { libc::setresgid(65534, 65534, 65534) };
+        // SAFETY: as above.
+        let uid = unsafe { libc::setresuid(65534, 65534, 65534) };
+        if gid != 0 || uid != 0 {
             return 3;
         }
         let first = filter.load().map(|_| ()).map_err(|e| e.to_string());

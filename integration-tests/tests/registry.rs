@@ -79,3 +79,636 @@ fn fixture_bearer_tokens_are_accepted() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------
+// berth's registry client against the fixture
+
+mod client {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use anyhow::{Context, Result, bail};
+    use berth_image::Store;
+    use berth_registry::{
+        Client, ClientConfig, Credentials, Event, ImageRef, PullOptions, PushOptions,
+    };
+    use integration_tests::registry::{Auth, Registry};
+    use integration_tests::{TestRoots, bin_path, require_cmd};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    }
+
+    /// A client that reads no docker config and retries fast.
+    fn client_for(reg: &Registry) -> Client {
+        let mut config = ClientConfig {
+            docker_config: Some("".into()),
+            backoff: Duration::from_millis(20),
+            retries: 4,
+            idle_timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        if let Some((u, p)) = reg.credentials() {
+            config
+                .credentials
+                .insert(reg.addr().to_owned(), Credentials::new(u, p));
+        }
+        Client::new(config).expect("client")
+    }
+
+    fn events() -> (berth_registry::Sink, Arc<Mutex<Vec<Event>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        (Arc::new(move |e| s.lock().unwrap().push(e)), seen)
+    }
+
+    /// A store holding the busybox fixture image under `name`.
+    fn store_with_busybox(dir: &Path, name: &str) -> Result<(Store, String)> {
+        let store = Store::open(&dir.join("images"))?;
+        let desc = berth_image::fixtures::busybox_image(&store, name)?;
+        Ok((store, desc.digest().to_string()))
+    }
+
+    /// `berth` with private roots and a private docker config dir.
+    fn berth(
+        roots: &TestRoots,
+        docker_config: &Path,
+        args: &[&str],
+    ) -> Result<(bool, String, String)> {
+        let out = roots
+            .berth()
+            .env("DOCKER_CONFIG", docker_config)
+            .args(args)
+            .output()
+            .with_context(|| format!("running berth {args:?}"))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    fn berth_ok(roots: &TestRoots, docker_config: &Path, args: &[&str]) -> Result<String> {
+        let (ok, out, err) = berth(roots, docker_config, args)?;
+        if !ok {
+            bail!("berth {args:?} failed:\n{out}\n{err}");
+        }
+        Ok(out)
+    }
+
+    /// Push from one berth root, pull into another, through the CLI.
+    fn cli_round_trip(auth: Auth) -> Result<()> {
+        let _ = bin_path("berth");
+        let reg = Registry::start(auth)?;
+        let (src, dst) = (TestRoots::new()?, TestRoots::new()?);
+        let docker_config = src.path().join("docker");
+        let name = format!("{}/test/busybox:v1", reg.addr());
+        let (_, digest) = store_with_busybox(&src.root(), &name)?;
+
+        if let Some((user, pass)) = reg.credentials() {
+            // without credentials the registry refuses, and berth says how to fix it
+            let (ok, _, err) = berth(&src, &docker_config, &["push", &name])?;
+            assert!(!ok);
+            assert!(
+                err.contains("unauthorized") && err.contains("berth login"),
+                "{err}"
+            );
+            let (ok, _, err) = berth(
+                &src,
+                &docker_config,
+                &["login", "-u", user, "-p", "wrong", reg.addr()],
+            )?;
+            assert!(!ok, "login with a wrong password succeeded");
+            assert!(err.contains("unauthorized"), "{err}");
+            let out = berth_ok(
+                &src,
+                &docker_config,
+                &["login", "-u", user, "-p", pass, reg.addr()],
+            )?;
+            assert!(out.contains("Login succeeded"), "{out}");
+            let cfg = std::fs::read_to_string(docker_config.join("config.json"))?;
+            assert!(cfg.contains(reg.addr()), "{cfg}");
+        }
+        let out = berth_ok(&src, &docker_config, &["push", &name])?;
+        assert!(
+            out.contains(&digest),
+            "push output lacks the digest {digest}: {out}"
+        );
+
+        let out = berth_ok(&dst, &docker_config, &["pull", &name])?;
+        assert!(out.contains(&digest), "{out}");
+        let store = Store::open(&dst.root().join("images"))?;
+        assert_eq!(store.resolve(&name)?.digest().to_string(), digest);
+        // unpacked too: the snapshot of the one layer holds busybox
+        let image = store.image(&name, &Default::default())?;
+        let chain = image.chain_ids()?;
+        assert!(
+            store.snapshot_path(&chain[0]).join("bin/busybox").exists(),
+            "layer not unpacked after pull"
+        );
+        // pulling again transfers nothing
+        let out = berth_ok(&dst, &docker_config, &["pull", &name])?;
+        assert!(out.contains("0 B downloaded"), "{out}");
+
+        if reg.credentials().is_some() {
+            let out = berth_ok(&src, &docker_config, &["logout", reg.addr()])?;
+            assert!(out.contains("Removed"), "{out}");
+            let (ok, _, err) = berth(&TestRoots::new()?, &docker_config, &["pull", &name])?;
+            assert!(!ok && err.contains("unauthorized"), "{err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn cli_push_pull_anonymous() -> Result<()> {
+        cli_round_trip(Auth::None)
+    }
+
+    #[test]
+    fn cli_push_pull_basic_auth() -> Result<()> {
+        cli_round_trip(Auth::basic("alice", "wonderland"))
+    }
+
+    #[test]
+    fn cli_push_pull_bearer_token() -> Result<()> {
+        cli_round_trip(Auth::bearer("bob", "builder"))
+    }
+
+    #[test]
+    fn cross_repo_mount_asks_one_token_for_both_repos() -> Result<()> {
+        let reg = Registry::start(Auth::bearer("bob", "builder"))?;
+        let dir = tempfile::tempdir()?;
+        let name = format!("{}/origin/img:1", reg.addr());
+        let (store, _) = store_with_busybox(dir.path(), &name)?;
+        let client = client_for(&reg);
+        let rt = rt();
+        rt.block_on(client.push(
+            &store,
+            &name,
+            &ImageRef::parse(&name)?,
+            &PushOptions::default(),
+            berth_registry::progress::discard(),
+        ))?;
+        let (sink, seen) = events();
+        let dest = ImageRef::parse(&format!("{}/copy/img:1", reg.addr()))?;
+        let opts = PushOptions {
+            mount_from: Some("origin/img".into()),
+        };
+        let pushed = rt.block_on(client.push(&store, &name, &dest, &opts, sink))?;
+        assert_eq!(pushed.uploaded, 0, "blobs were uploaded instead of mounted");
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter().any(|e| matches!(e, Event::Mounted { .. })),
+            "{seen:?}"
+        );
+        let reqs = reg.token_requests();
+        assert!(
+            reqs.iter().any(|r| r
+                .scopes
+                .contains(&"repository:copy/img:pull,push".to_string())
+                && r.scopes.contains(&"repository:origin/img:pull".to_string())),
+            "{reqs:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn tags_are_listed_across_pages() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let dir = tempfile::tempdir()?;
+        let base = format!("{}/many/tags", reg.addr());
+        let (store, _) = store_with_busybox(dir.path(), &format!("{base}:t0"))?;
+        let client = client_for(&reg);
+        let rt = rt();
+        for i in 0..5 {
+            let dest = ImageRef::parse(&format!("{base}:t{i}"))?;
+            rt.block_on(client.push(
+                &store,
+                &format!("{base}:t0"),
+                &dest,
+                &PushOptions::default(),
+                berth_registry::progress::discard(),
+            ))?;
+        }
+        let mut tags = rt.block_on(client.list_tags(&ImageRef::parse(&base)?, Some(2)))?;
+        tags.sort();
+        assert_eq!(tags, ["t0", "t1", "t2", "t3", "t4"]);
+        Ok(())
+    }
+
+    #[test]
+    fn skopeo_pushes_berth_pulls() -> Result<()> {
+        require_cmd("skopeo");
+        let _ = bin_path("berth");
+        let reg = Registry::start(Auth::None)?;
+        let src = tempfile::tempdir()?;
+        // berth's store is an OCI layout: skopeo reads it directly
+        let (_, digest) = store_with_busybox(src.path(), "fixture:1")?;
+        let dest = format!("{}/from/skopeo:1", reg.addr());
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!(
+                "oci:{}:fixture:1",
+                src.path().join("images").display()
+            ))
+            .arg(format!("docker://{dest}"))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let roots = TestRoots::new()?;
+        let out = berth_ok(&roots, &roots.path().join("docker"), &["pull", &dest])?;
+        assert!(
+            out.contains(&digest),
+            "skopeo kept the manifest, so the digest must match: {out}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn berth_pushes_skopeo_inspects() -> Result<()> {
+        require_cmd("skopeo");
+        let _ = bin_path("berth");
+        let reg = Registry::start(Auth::None)?;
+        let roots = TestRoots::new()?;
+        let name = format!("{}/to/skopeo:2", reg.addr());
+        let (_, digest) = store_with_busybox(&roots.root(), &name)?;
+        berth_ok(&roots, &roots.path().join("docker"), &["push", &name])?;
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "skopeo inspect: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(v["Digest"], digest);
+        assert_eq!(v["Layers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["Os"], "linux");
+        Ok(())
+    }
+
+    #[test]
+    fn pull_leaves_nothing_behind() -> Result<()> {
+        let _ = bin_path("berth");
+        let reg = Registry::start(Auth::None)?;
+        let roots = TestRoots::new()?;
+        let name = format!("{}/leak/check:1", reg.addr());
+        store_with_busybox(&roots.path().join("src"), &name)?;
+        let src = Store::open(&roots.path().join("src/images"))?;
+        rt().block_on(client_for(&reg).push(
+            &src,
+            &name,
+            &ImageRef::parse(&name)?,
+            &PushOptions::default(),
+            berth_registry::progress::discard(),
+        ))?;
+        let leaks = integration_tests::LeakCheck::new(&[roots.path().to_string_lossy()]);
+        berth_ok(&roots, &roots.path().join("docker"), &["pull", "-q", &name])?;
+        leaks.assert_clean();
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // faults, injected by a proxy in front of the registry
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fault {
+        /// Blob bodies keep their length but have a flipped byte.
+        WrongDigest,
+        /// The first N blob GETs without Range send half the body, then close.
+        Truncate(u32),
+        /// The first N blob GETs answer 503.
+        ServerErrors(u32),
+    }
+
+    /// A proxy that forwards to the registry and injects `fault` into blob GETs.
+    struct FaultProxy {
+        addr: String,
+        stop: Arc<AtomicBool>,
+        log: Arc<Mutex<Vec<String>>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl FaultProxy {
+        fn start(upstream: &str, fault: Fault) -> Result<FaultProxy> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            let addr = listener.local_addr()?.to_string();
+            let stop = Arc::new(AtomicBool::new(false));
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let budget = Arc::new(Mutex::new(match fault {
+                Fault::Truncate(n) | Fault::ServerErrors(n) => n,
+                Fault::WrongDigest => u32::MAX,
+            }));
+            let (st, lg, up) = (stop.clone(), log.clone(), upstream.to_owned());
+            let thread = std::thread::spawn(move || {
+                let mut workers = Vec::new();
+                // bounded: at most 500 connections, then the proxy stops accepting
+                while !st.load(Ordering::Relaxed) && workers.len() < 500 {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let (lg, up, budget) = (lg.clone(), up.clone(), budget.clone());
+                            workers.push(std::thread::spawn(move || {
+                                let _ = proxy_one(s, &up, fault, &budget, &lg);
+                            }));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                for w in workers {
+                    let _ = w.join();
+                }
+            });
+            Ok(FaultProxy {
+                addr,
+                stop,
+                log,
+                thread: Some(thread),
+            })
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for FaultProxy {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn proxy_one(
+        client: TcpStream,
+        upstream: &str,
+        fault: Fault,
+        budget: &Mutex<u32>,
+        log: &Mutex<Vec<String>>,
+    ) -> Result<()> {
+        client.set_nonblocking(false)?;
+        client.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut length = 0usize;
+        let mut range = false;
+        for _ in 0..200 {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with("connection:") {
+                continue;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            range |= lower.starts_with("range:");
+            head.extend_from_slice(line.as_bytes());
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        let is_blob_get =
+            request_line.starts_with("GET ") && request_line.contains("/blobs/sha256:");
+        log.lock().unwrap().push(format!(
+            "{}{}",
+            request_line.trim_end(),
+            if range { " [range]" } else { "" }
+        ));
+        let mut client = client;
+        let take = |b: &Mutex<u32>| {
+            let mut b = b.lock().unwrap();
+            if *b > 0 {
+                *b -= 1;
+                true
+            } else {
+                false
+            }
+        };
+        if is_blob_get
+            && let Fault::ServerErrors(_) = fault
+            && take(budget)
+        {
+            client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            return Ok(());
+        }
+        let mut up = TcpStream::connect(upstream)?;
+        up.set_read_timeout(Some(Duration::from_secs(10)))?;
+        up.write_all(request_line.as_bytes())?;
+        up.write_all(&head)?;
+        up.write_all(b"Connection: close\r\n\r\n")?;
+        up.write_all(&body)?;
+        let mut resp = Vec::new();
+        up.read_to_end(&mut resp)?;
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(resp.len(), |p| p + 4);
+        let ok200 = resp.starts_with(b"HTTP/1.1 200");
+        if is_blob_get && ok200 && resp.len() > split {
+            match fault {
+                Fault::WrongDigest => {
+                    let last = resp.len() - 1;
+                    resp[last] ^= 0xff;
+                }
+                Fault::Truncate(_) if !range && take(budget) => {
+                    let cut = split + (resp.len() - split) / 2;
+                    client.write_all(&resp[..cut])?;
+                    client.flush()?;
+                    // an abrupt end of the connection mid-body
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        client.write_all(&resp)?;
+        Ok(())
+    }
+
+    /// Pushes the busybox fixture to `reg` and returns (store dir, name via proxy).
+    fn pushed_fixture(
+        reg: &Registry,
+        proxy: &FaultProxy,
+        repo: &str,
+    ) -> Result<(tempfile::TempDir, String, String)> {
+        let dir = tempfile::tempdir()?;
+        let name = format!("{}/{repo}:1", reg.addr());
+        let (store, digest) = store_with_busybox(dir.path(), &name)?;
+        rt().block_on(client_for(reg).push(
+            &store,
+            &name,
+            &ImageRef::parse(&name)?,
+            &PushOptions::default(),
+            berth_registry::progress::discard(),
+        ))?;
+        Ok((dir, format!("{}/{repo}:1", proxy.addr), digest))
+    }
+
+    #[test]
+    fn wrong_digest_stores_nothing() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let proxy = FaultProxy::start(reg.addr(), Fault::WrongDigest)?;
+        let (_src, via_proxy, _) = pushed_fixture(&reg, &proxy, "fault/digest")?;
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        let err = rt()
+            .block_on(client_for(&reg).pull(
+                &store,
+                &ImageRef::parse(&via_proxy)?,
+                &PullOptions::default(),
+                berth_registry::progress::discard(),
+            ))
+            .expect_err("a corrupted blob was accepted");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("digest") && msg.contains("nothing stored"),
+            "{msg}"
+        );
+        assert!(store.list()?.is_empty(), "a tag was recorded");
+        // no blob became visible (downloads cut short by the failure may leave
+        // resumable partial files in ingest/, which are never visible)
+        assert!(
+            store.list_blobs()?.is_empty(),
+            "blobs stored: {:?}",
+            store.list_blobs()?
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_body_is_resumed_with_range() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let proxy = FaultProxy::start(reg.addr(), Fault::Truncate(2))?;
+        let (_src, via_proxy, digest) = pushed_fixture(&reg, &proxy, "fault/truncate")?;
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        let (sink, seen) = events();
+        let pulled = rt().block_on(client_for(&reg).pull(
+            &store,
+            &ImageRef::parse(&via_proxy)?,
+            &PullOptions::default(),
+            sink,
+        ))?;
+        assert_eq!(pulled.manifest.digest().to_string(), digest);
+        let reqs = proxy.requests();
+        assert!(
+            reqs.iter()
+                .any(|r| r.contains("/blobs/") && r.ends_with("[range]")),
+            "no Range request: {reqs:?}"
+        );
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, Event::Retrying { .. }))
+        );
+        for l in &pulled.layers {
+            assert!(store.has_blob(&l.digest.parse()?));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn server_error_bursts_are_retried() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let proxy = FaultProxy::start(reg.addr(), Fault::ServerErrors(3))?;
+        let (_src, via_proxy, digest) = pushed_fixture(&reg, &proxy, "fault/5xx")?;
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        let pulled = rt().block_on(client_for(&reg).pull(
+            &store,
+            &ImageRef::parse(&via_proxy)?,
+            &PullOptions::default(),
+            berth_registry::progress::discard(),
+        ))?;
+        assert_eq!(pulled.manifest.digest().to_string(), digest);
+        let blob_gets = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET") && r.contains("/blobs/"))
+            .count();
+        // config + layer, plus the three refused attempts
+        assert_eq!(blob_gets, 2 + 3, "{:?}", proxy.requests());
+        Ok(())
+    }
+
+    #[test]
+    fn endless_server_errors_fail_cleanly() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let proxy = FaultProxy::start(reg.addr(), Fault::ServerErrors(1000))?;
+        let (_src, via_proxy, _) = pushed_fixture(&reg, &proxy, "fault/5xx-forever")?;
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        let err = rt()
+            .block_on(client_for(&reg).pull(
+                &store,
+                &ImageRef::parse(&via_proxy)?,
+                &PullOptions::default(),
+                berth_registry::progress::discard(),
+            ))
+            .expect_err("pull through a broken registry succeeded");
+        assert!(err.to_string().contains("503"), "{err}");
+        assert!(store.list()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn interrupted_pull_resumes_from_partial_file() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let proxy = FaultProxy::start(reg.addr(), Fault::Truncate(100))?;
+        let (_src, via_proxy, digest) = pushed_fixture(&reg, &proxy, "fault/resume")?;
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        // no retries: the first pull dies with half the layer on disk
+        let no_retry = Client::new(ClientConfig {
+            docker_config: Some("".into()),
+            retries: 0,
+            ..Default::default()
+        })?;
+        let err = rt()
+            .block_on(no_retry.pull(
+                &store,
+                &ImageRef::parse(&via_proxy)?,
+                &PullOptions::default(),
+                berth_registry::progress::discard(),
+            ))
+            .expect_err("a truncated body was accepted");
+        assert!(store.list()?.is_empty(), "{err}");
+        // the next pull (straight to the registry) continues where the first stopped
+        let direct = via_proxy.replace(&proxy.addr, reg.addr());
+        let (sink, seen) = events();
+        let pulled = rt().block_on(client_for(&reg).pull(
+            &store,
+            &ImageRef::parse(&direct)?,
+            &PullOptions::default(),
+            sink,
+        ))?;
+        assert_eq!(pulled.manifest.digest().to_string(), digest);
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::Started { offset, .. } if *offset > 0)),
+            "nothing was resumed: {seen:?}"
+        );
+        Ok(())
+    }
+}

@@ -246,14 +246,38 @@ impl Client {
             });
             return Ok(0);
         }
+        match self.download_once(store, r, desc, &digest, progress).await {
+            // a partial left by an earlier run may itself be bad (its content came from
+            // a broken server, or the disk): the failed commit removed it, start over
+            Err(Resumed(true, Error::Blob { .. })) => {
+                tracing::info!(digest = %desc.digest, "resumed partial failed verification, downloading again");
+                self.download_once(store, r, desc, &digest, progress)
+                    .await
+                    .map_err(|Resumed(_, e)| e)
+            }
+            other => other.map_err(|Resumed(_, e)| e),
+        }
+    }
+
+    async fn download_once(
+        &self,
+        store: &Store,
+        r: &ImageRef,
+        desc: &Desc,
+        digest: &Digest,
+        progress: &Sink,
+    ) -> Result<u64, Resumed> {
         let size = desc.size;
         let writer = {
             let (store, digest) = (store.clone(), digest.clone());
             tokio::task::spawn_blocking(move || store.resume_writer((&digest, size)))
                 .await
-                .map_err(|e| blob_err(&desc.digest, format!("writer task: {e}")))??
+                .map_err(|e| Resumed(false, blob_err(&desc.digest, format!("writer task: {e}"))))?
+                .map_err(|e| Resumed(false, e.into()))?
         };
         let start = writer.written();
+        let resumed = start > 0;
+        let fail = |e: Error| Resumed(resumed, e);
         progress(Event::Started {
             digest: desc.digest.clone(),
             size,
@@ -267,21 +291,21 @@ impl Client {
         drop(tx);
         let writer = sink
             .await
-            .map_err(|e| blob_err(&desc.digest, format!("writer task: {e}")))?
-            .map_err(|e| blob_err(&desc.digest, format!("writing to the store: {e}")))?;
-        let got = fetched?;
+            .map_err(|e| fail(blob_err(&desc.digest, format!("writer task: {e}"))))?
+            .map_err(|e| fail(blob_err(&desc.digest, format!("writing to the store: {e}"))))?;
+        let got = fetched.map_err(fail)?;
         let committed = tokio::task::spawn_blocking(move || writer.commit())
             .await
-            .map_err(|e| blob_err(&desc.digest, format!("commit task: {e}")))?;
+            .map_err(|e| fail(blob_err(&desc.digest, format!("commit task: {e}"))))?;
         match committed {
             Ok(_) => {}
             Err(berth_image::Error::DigestMismatch { actual, .. }) => {
-                return Err(blob_err(
+                return Err(fail(blob_err(
                     &desc.digest,
                     format!("content from the registry has digest {actual}; nothing stored"),
-                ));
+                )));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(fail(e.into())),
         }
         progress(Event::Done {
             digest: desc.digest.clone(),
@@ -431,6 +455,9 @@ impl Client {
         }
     }
 }
+
+/// An error, and whether the attempt had resumed an earlier partial download.
+struct Resumed(bool, Error);
 
 fn write_chunks(
     mut writer: BlobWriter,

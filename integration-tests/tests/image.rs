@@ -218,6 +218,13 @@ fn deep_image_mounts_past_the_option_length_limit() {
     let n = fs::read_dir(&rootfs).unwrap().count();
     unmount_overlay(&cdir).unwrap();
     assert_eq!(n, 60);
+    // the mount(2) fallback for kernels without lowerdir+: short relative names
+    let rootfs = berth_image::mount_overlay_legacy(&lowers, &cdir).unwrap();
+    let n = fs::read_dir(&rootfs).unwrap().count();
+    let top = fs::read(rootfs.join("f59"));
+    unmount_overlay(&cdir).unwrap();
+    assert_eq!(n, 60);
+    assert_eq!(top.unwrap(), b"x");
     leaks.assert_clean();
 }
 

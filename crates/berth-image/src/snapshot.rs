@@ -158,8 +158,9 @@ impl Store {
 
 /// Mounts overlayfs at `container_dir/rootfs` over `lowerdirs` (top first) with
 /// `container_dir/upper` and `work`. Uses the new mount API (one `lowerdir+` per
-/// layer, so no length limit on deep images) and falls back to mount(2) when the
-/// options fit in a page.
+/// layer, so no length limit on deep images); on kernels without it, mount(2) with the
+/// options in one page, and when they do not fit, short relative names: symlinks
+/// `container_dir/l/<n>` and a forked child that mounts from inside that directory.
 pub fn mount_overlay(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<PathBuf> {
     let target = container_dir.join("rootfs");
     let upper = container_dir.join("upper");
@@ -178,37 +179,64 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<Path
         Ok(()) => return Ok(target),
         Err(e) => tracing::debug!(error = %e, "overlay through fsopen failed, trying mount(2)"),
     }
+    mount_overlay_legacy(lowerdirs, container_dir)
+}
+
+const PAGE: usize = 4096;
+
+/// The mount(2) path [`mount_overlay`] falls back to on kernels before 6.8: absolute
+/// options when they fit in a page, else short names. Public so tests can force it.
+pub fn mount_overlay_legacy(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<PathBuf> {
+    let target = container_dir.join("rootfs");
     let lower: Vec<String> = lowerdirs.iter().map(|p| escape_overlay(p)).collect();
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
-        escape_overlay(&upper),
-        escape_overlay(&work)
+        escape_overlay(&container_dir.join("upper")),
+        escape_overlay(&container_dir.join("work"))
     );
-    let page = 4096;
-    if data.len() >= page {
-        return Err(Error::Mount {
-            op: "mount overlay",
-            path: target,
-            source: io::Error::other(format!(
-                "{} layers need {} bytes of mount options (limit {page}) and this kernel lacks lowerdir+",
-                lowerdirs.len(),
-                data.len()
-            )),
-        });
-    }
-    nix::mount::mount(
-        Some(OsStr::new("overlay")),
-        &target,
-        Some(OsStr::new("overlay")),
-        nix::mount::MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| Error::Mount {
+    let mount_err = |e: io::Error| Error::Mount {
         op: "mount overlay",
         path: target.clone(),
-        source: e.into(),
-    })?;
+        source: e,
+    };
+    if data.len() < PAGE {
+        return nix::mount::mount(
+            Some(OsStr::new("overlay")),
+            &target,
+            Some(OsStr::new("overlay")),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map(|()| target.clone())
+        .map_err(|e| mount_err(e.into()));
+    }
+    // short names: l/0, l/1, ... relative to a child's working directory, so the
+    // options stay small however deep the image is (the parent's cwd is untouched)
+    let links = container_dir.join("l");
+    let _ = fs::remove_dir_all(&links);
+    fs::create_dir_all(&links).map_err(Error::io("create directory", &links))?;
+    let mut names = Vec::with_capacity(lowerdirs.len());
+    for (i, l) in lowerdirs.iter().enumerate() {
+        let link = links.join(i.to_string());
+        std::os::unix::fs::symlink(l, &link).map_err(Error::io("symlink", &link))?;
+        names.push(i.to_string());
+    }
+    let data = format!(
+        "lowerdir={},upperdir=../upper,workdir=../work",
+        names.join(":")
+    );
+    if data.len() >= PAGE {
+        return Err(mount_err(io::Error::other(format!(
+            "{} layers need {} bytes of mount options even with short names (limit {PAGE})",
+            lowerdirs.len(),
+            data.len()
+        ))));
+    }
+    let dir_c = sys::cstr(links.as_os_str()).map_err(mount_err)?;
+    let target_c = sys::cstr(target.as_os_str()).map_err(mount_err)?;
+    let data_c = std::ffi::CString::new(data).expect("no nul in names");
+    sys::fork_mount_in(&dir_c, &target_c, &data_c).map_err(mount_err)?;
     Ok(target)
 }
 

@@ -257,3 +257,55 @@ impl FsContext {
         }
     }
 }
+
+/// Forks a child that chdirs to `dir` and mounts overlay at `target` with `data`
+/// (relative paths in `data` resolve from `dir`). Only async-signal-safe calls run in
+/// the child, so this is sound in a multi-threaded process.
+pub(crate) fn fork_mount_in(dir: &CStr, target: &CStr, data: &CStr) -> io::Result<()> {
+    let overlay = c"overlay";
+    // SAFETY: the child only calls chdir, mount and _exit (async-signal-safe) on
+    // pointers prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above; every pointer is a valid C string owned by the parent's
+        // (copied) memory.
+        unsafe {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            if libc::mount(
+                overlay.as_ptr(),
+                target.as_ptr(),
+                overlay.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            ) != 0
+            {
+                libc::_exit(*libc::__errno_location());
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: pid is our child; status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else if libc::WIFEXITED(status) {
+        Err(io::Error::from_raw_os_error(libc::WEXITSTATUS(status)))
+    } else {
+        Err(io::Error::other("mount helper child died"))
+    }
+}

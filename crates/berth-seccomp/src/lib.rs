@@ -9,7 +9,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), berth_seccomp::Error> {
 //! # let spec = berth_seccomp::default_profile();
-//! # let state_json = b"{}";
+//! # let state = serde_json::json!({});
 //! // In the parent, before fork (allocates, talks to libseccomp):
 //! let filter = berth_seccomp::Filter::compile(&spec)?;
 //! // In the container init, after no_new_privs (when the spec asks for it) and right
@@ -17,7 +17,9 @@
 //! if let Some(listener) = filter.load()? {
 //!     use std::os::fd::AsFd;
 //!     let path = spec.listener_path().as_ref().expect("checked by compile");
-//!     berth_seccomp::send_listener_fd(path, listener.as_fd(), state_json)?;
+//!     let pid = std::process::id() as i32;
+//!     let state_json = berth_seccomp::process_state_json(&state, pid, spec.listener_metadata().as_deref());
+//!     berth_seccomp::send_listener_fd(path, listener.as_fd(), &state_json)?;
 //! }
 //! # Ok(()) }
 //! ```
@@ -40,8 +42,10 @@
 //!   on the multi-arch default profile; a cache hit is a file read).
 //! - [`send_listener_fd`]`(listener_path, fd, state_json)`: connects to `listenerPath` and
 //!   sends the fd (SCM_RIGHTS) with the container process state JSON, which the caller
-//!   builds (including `listenerMetadata` as `metadata`). [`recv_listener_fd`] is the
-//!   agent side.
+//!   builds (including `listenerMetadata` as `metadata`; [`process_state_json`] makes
+//!   it from the container state). [`recv_listener_fd`] is the agent side.
+//! - [`features`]`() -> oci_spec::runtime::Seccomp`: the seccomp part of the features
+//!   document, actions and flags probed from the running kernel.
 //! - [`default_profile`]`() -> LinuxSeccomp` and [`default_profile_for`]`(caps)`:
 //!   berth's own allow-list (default action ERRNO(EPERM)).
 //! - [`profile_from_json`]: parses a `linux.seccomp` object, naming the field of an
@@ -59,6 +63,7 @@ mod backend;
 mod cache;
 mod default_profile;
 mod error;
+mod features;
 mod filter;
 mod notify;
 mod profile;
@@ -68,8 +73,9 @@ pub use default_profile::{
     DEFAULT_CAPABILITIES, SAFE_PERSONALITIES, default_profile, default_profile_for,
 };
 pub use error::Error;
+pub use features::features;
 pub use filter::Filter;
-pub use notify::{recv_listener_fd, send_listener_fd};
+pub use notify::{process_state_json, recv_listener_fd, send_listener_fd};
 pub use profile::{Action, ArgCond, CmpOp, Flags, Profile, Rule, check_enums, profile_from_json};
 
 #[cfg(test)]

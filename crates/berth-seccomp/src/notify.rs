@@ -106,3 +106,41 @@ pub fn recv_listener_fd(stream: &UnixStream) -> Result<(OwnedFd, Vec<u8>), Error
     })?;
     Ok((fd, data))
 }
+
+/// The runtime spec's "container process state" sent with the listener fd: `state` is
+/// the container's state document (as `berth-oci state` prints it), `pid` the process
+/// the filter was loaded in, `metadata` the profile's `listenerMetadata`.
+pub fn process_state_json(state: &serde_json::Value, pid: i32, metadata: Option<&str>) -> Vec<u8> {
+    let oci_version = state
+        .get("ociVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("1.2.0");
+    let mut doc = serde_json::json!({
+        "ociVersion": oci_version,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "state": state,
+    });
+    if let Some(m) = metadata {
+        doc["metadata"] = serde_json::Value::from(m);
+    }
+    serde_json::to_vec(&doc).expect("a json value always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn process_state_has_the_spec_fields() {
+        let state = serde_json::json!({"ociVersion": "1.0.2", "id": "c1", "status": "creating"});
+        let doc: serde_json::Value =
+            serde_json::from_slice(&super::process_state_json(&state, 42, Some("meta"))).unwrap();
+        assert_eq!(doc["ociVersion"], "1.0.2");
+        assert_eq!(doc["fds"][0], "seccompFd");
+        assert_eq!(doc["pid"], 42);
+        assert_eq!(doc["metadata"], "meta");
+        assert_eq!(doc["state"]["id"], "c1");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&super::process_state_json(&state, 1, None)).unwrap();
+        assert!(doc.get("metadata").is_none());
+    }
+}

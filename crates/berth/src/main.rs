@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cmd_image;
+mod cmd_registry;
 
 /// berth: a container toolkit (images, containers, builds, manifests).
 #[derive(Debug, Parser)]
@@ -40,6 +41,8 @@ enum Command {
     Version,
     #[command(flatten)]
     Image(cmd_image::ImageCommand),
+    #[command(flatten)]
+    Registry(cmd_registry::RegistryCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Image(cmd) => cmd_image::run(&cli.global, cmd),
+        Command::Registry(cmd) => cmd_registry::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

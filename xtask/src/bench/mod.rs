@@ -14,11 +14,12 @@ use crate::util;
 
 mod chart;
 mod image;
+mod registry;
 
 /// (name, function) of every benchmark suite; `cargo xtask bench NAME` runs a subset.
 type Suite = fn(&mut Report) -> Result<()>;
 
-const SUITES: &[(&str, Suite)] = &[("image", image::run)];
+const SUITES: &[(&str, Suite)] = &[("image", image::run), ("registry", registry::run)];
 
 /// One measured figure of one contender.
 #[derive(Debug, Clone)]

@@ -10,15 +10,22 @@
 //! # fn main() -> Result<(), berth_seccomp::Error> {
 //! # let spec = berth_seccomp::default_profile();
 //! # let state = serde_json::json!({});
-//! // In the parent, before fork (allocates, talks to libseccomp):
-//! let filter = berth_seccomp::Filter::compile(&spec)?;
+//! # let cache_dir = std::path::Path::new("/run/berth/seccomp-cache");
+//! // In the parent, before fork (allocates, talks to libseccomp; the cache turns the
+//! // milliseconds libseccomp needs for a multi-arch profile into a file read):
+//! let filter = berth_seccomp::Filter::compile_cached(&spec, cache_dir)?;
 //! // In the container init, after no_new_privs (when the spec asks for it) and right
 //! // before execve: one seccomp(2) call, no allocation.
 //! if let Some(listener) = filter.load()? {
 //!     use std::os::fd::AsFd;
+//!     // Best done by the parent, which the filter does not confine: the init passes
+//!     // `listener` up its existing sync socket (sendmsg must then be allowed) or the
+//!     // parent takes it with pidfd_getfd. Sending from the init works only when the
+//!     // profile allows socket/connect/sendmsg.
 //!     let path = spec.listener_path().as_ref().expect("checked by compile");
 //!     let pid = std::process::id() as i32;
-//!     let state_json = berth_seccomp::process_state_json(&state, pid, spec.listener_metadata().as_deref());
+//!     let meta = spec.listener_metadata().as_deref();
+//!     let state_json = berth_seccomp::process_state_json(&state, pid, meta);
 //!     berth_seccomp::send_listener_fd(path, listener.as_fd(), &state_json)?;
 //! }
 //! # Ok(()) }

@@ -82,6 +82,24 @@ fn cache_err(path: &Path, source: io::Error) -> Error {
     }
 }
 
+/// Reads an entry only if this user owns it and nobody else may write it: a program
+/// someone else could have planted would decide what the container may do.
+fn read_trusted(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut f = fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        tracing::warn!(path = %path.display(), "seccomp cache entry not owned by us or writable by others, ignored");
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 impl Filter {
     /// Like [`Filter::compile`], reusing a program compiled earlier for the same profile
     /// from `cache_dir` (created 0700 if missing; keep it root-owned, e.g. under the
@@ -89,7 +107,7 @@ impl Filter {
     pub fn compile_cached(spec: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error> {
         let profile = Profile::from_oci(spec)?;
         let path: PathBuf = cache_dir.join(key(spec)?);
-        if let Ok(bytes) = fs::read(&path) {
+        if let Some(bytes) = read_trusted(&path) {
             match decode(&bytes) {
                 Some(compiled) => return Filter::from_compiled(&profile, compiled),
                 None => {
@@ -148,6 +166,24 @@ mod tests {
         fs::write(&entry, b"garbage").unwrap();
         assert_eq!(Filter::compile_cached(&spec, dir.path()).unwrap(), fresh);
         assert!(fs::read(&entry).unwrap().starts_with(MAGIC));
+
+        // An entry others could have written is not trusted (a planted program would
+        // otherwise be loaded): it is recompiled and replaced with a private one.
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(
+            &entry,
+            encode(&Compiled {
+                program: vec![],
+                unknown: vec![],
+            }),
+        )
+        .unwrap();
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(Filter::compile_cached(&spec, dir.path()).unwrap(), fresh);
+        assert_eq!(
+            fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

@@ -489,6 +489,8 @@ fn default_profile_blocks_privileged_classes_and_allows_the_rest() {
             sys(libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0]),
         );
         check("clone3", sys(libc::SYS_clone3, [0; 6]));
+        // Newer than this libseccomp knows: ENOSYS, so libc would fall back.
+        check("future_syscall", sys(1000, [0; 6]));
         // Allowed.
         check(
             "personality_query",

@@ -166,10 +166,11 @@ impl Backend for Libseccomp {
             );
         }
 
-        Ok(Compiled {
-            program: export(&ctx)?,
-            unknown,
-        })
+        let mut program = export(&ctx)?;
+        if !matches!(profile.default_action, Action::Allow | Action::Log) {
+            program = with_enosys_stub(program);
+        }
+        Ok(Compiled { program, unknown })
     }
 }
 
@@ -205,4 +206,61 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<Insn>, Error> {
             k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
         })
         .collect())
+}
+
+/// AUDIT_ARCH value of the native architecture, for the architectures berth builds on.
+fn native_audit_arch() -> Option<u32> {
+    match ScmpArch::native() {
+        ScmpArch::X8664 => Some(0xc000_003e),
+        ScmpArch::Aarch64 => Some(0xc000_00b7),
+        ScmpArch::X86 => Some(0x4000_0003),
+        ScmpArch::Arm => Some(0x4000_0028),
+        ScmpArch::Riscv64 => Some(0xc000_00f3),
+        ScmpArch::Ppc64Le => Some(0xc000_0015),
+        ScmpArch::S390X => Some(0x8000_0016),
+        _ => None,
+    }
+}
+
+/// Highest native syscall number libseccomp has a name for.
+fn max_known_syscall() -> Option<u32> {
+    (0..1024u32).rev().find(|nr| {
+        ScmpSyscall::from_raw_syscall(*nr as i32)
+            .get_name_by_arch(ScmpArch::Native)
+            .is_ok()
+    })
+}
+
+/// Prepends a check that answers ENOSYS, instead of the profile's default action, to
+/// native syscalls newer than libseccomp knows, as runc does: libc falls back to an
+/// older syscall on ENOSYS, but takes EPERM as a real failure, so a container's newer
+/// libc would break on a block meant for something else. The stub falls through to the
+/// program (BPF jumps are relative, so libseccomp's code needs no change).
+fn with_enosys_stub(program: Vec<Insn>) -> Vec<Insn> {
+    const LD_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const JGT: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const X32_BIT: u32 = 0x4000_0000;
+    let (Some(arch), Some(max)) = (native_audit_arch(), max_known_syscall()) else {
+        return program;
+    };
+    let insn = |code, jt, jf, k| Insn { code, jt, jf, k };
+    let is_x86_64 = arch == 0xc000_003e;
+    let mut stub = vec![
+        // seccomp_data: nr at offset 0, arch at offset 4.
+        insn(LD_ABS, 0, 0, 4),
+        insn(JEQ, 0, if is_x86_64 { 4 } else { 3 }, arch),
+        insn(LD_ABS, 0, 0, 0),
+    ];
+    if is_x86_64 {
+        // x32 calls share the x86_64 audit arch; libseccomp's code sorts them out.
+        stub.push(insn(JGE, 2, 0, X32_BIT));
+    }
+    stub.push(insn(JGT, 0, 1, max));
+    stub.push(insn(RET, 0, 0, RET_ERRNO | libc::ENOSYS as u32));
+    stub.extend(program);
+    stub
 }

@@ -18,11 +18,14 @@ use crate::backend::{Compiled, Insn, Libseccomp};
 use crate::profile::Profile;
 use crate::{Error, Filter};
 
-const MAGIC: &[u8; 8] = b"BSECBPF1";
+/// Bump when what a backend emits for the same profile changes (the ENOSYS stub did),
+/// so stale entries are not reused.
+const MAGIC: &[u8; 8] = b"BSECBPF2";
 
 fn key(spec: &LinuxSeccomp) -> Result<String, Error> {
     let mut h = Sha256::new();
     h.update(b"berth-seccomp ");
+    h.update(MAGIC);
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     let v = libseccomp::ScmpVersion::current().map_err(|source| Error::Libseccomp {
         what: "reading the library version".into(),

@@ -62,9 +62,12 @@
 //! one shipped. Loading never goes through the backend, so another one (pure Rust) can
 //! be added without touching the runtime.
 //!
-//! Not done here: setting no_new_privs, building the process state JSON, running a
-//! seccomp agent, and (unlike runc) answering ENOSYS instead of the default action for
-//! syscalls newer than the profile.
+//! When the default action blocks, native syscalls numbered above the newest one
+//! libseccomp knows get ENOSYS instead (as runc does), so a newer libc in the container
+//! falls back instead of failing.
+//!
+//! Not done here: setting no_new_privs, running a seccomp agent, ENOSYS for new
+//! syscalls of the compat architectures (x86, x32, arm: they get the default action).
 
 mod backend;
 mod cache;

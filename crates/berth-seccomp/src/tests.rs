@@ -436,3 +436,23 @@ fn architectures_are_added_and_rules_with_default_action_dropped() {
     );
     assert_eq!(Profile::from_oci(&p).unwrap().rules.len(), 1);
 }
+
+#[test]
+fn enosys_stub_only_when_the_default_blocks() {
+    let block = profile(
+        A::ScmpActErrno,
+        vec![sc(&["read"], A::ScmpActAllow, None, vec![])],
+    );
+    let allow = profile(
+        A::ScmpActAllow,
+        vec![sc(&["read"], A::ScmpActErrno, None, vec![])],
+    );
+    let ret_enosys = |f: &Filter| {
+        f.program()
+            .iter()
+            .take(6)
+            .any(|i| i.code == 0x06 && i.k == 0x0005_0000 | libc::ENOSYS as u32)
+    };
+    assert!(ret_enosys(&Filter::compile(&block).unwrap()));
+    assert!(!ret_enosys(&Filter::compile(&allow).unwrap()));
+}

@@ -717,3 +717,29 @@ fn load_needs_no_new_privs_or_cap_sys_admin() {
     assert_eq!(out.get("with"), "Ok(())");
     assert_eq!(out.get("getppid"), "42");
 }
+
+#[test]
+fn cap_sys_admin_profile_opens_mount_and_namespaces_but_not_the_keyring() {
+    integration_tests::require_root();
+    let mut caps: Vec<String> = berth_seccomp::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    caps.push("CAP_SYS_ADMIN".into());
+    let filter = Filter::compile(&berth_seccomp::default_profile_for(&caps)).unwrap();
+    let out = in_child(|w| {
+        load(&filter);
+        // A private mount namespace for this child only; harmless to the host.
+        let ns = sys(libc::SYS_unshare, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]);
+        writeln!(w, "unshare_ns {}", errno_of(ns)).unwrap();
+        // NULL arguments: the kernel refuses with EFAULT once seccomp lets it through.
+        writeln!(w, "mount {}", errno_of(sys(libc::SYS_mount, [0; 6]))).unwrap();
+        let key = sys(libc::SYS_keyctl, [u64::MAX, 0, 0, 0, 0, 0]);
+        writeln!(w, "keyctl {}", errno_of(key)).unwrap();
+        0
+    });
+    out.assert_ok();
+    assert_eq!(out.get("unshare_ns"), "0");
+    assert_ne!(out.get("mount"), libc::EPERM.to_string());
+    assert_eq!(out.get("keyctl"), libc::EPERM.to_string());
+}

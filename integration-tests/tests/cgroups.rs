@@ -25,11 +25,22 @@ fn read(p: impl AsRef<Path>) -> String {
         .to_string()
 }
 
-fn sleeper() -> Child {
-    Command::new(require_cmd("sleep"))
+/// A child killed when the test ends, even by a panic (a leftover `sleep` would hold the
+/// outer test's output pipe open for minutes).
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sleeper() -> Kid {
+    Kid(Command::new(require_cmd("sleep"))
         .arg("300")
         .spawn()
-        .expect("spawn sleep")
+        .expect("spawn sleep"))
 }
 
 /// Waits for the child and returns the signal that ended it.
@@ -147,7 +158,7 @@ fn hybrid_host_full_lifecycle() {
     assert_eq!(read(unified.join("hugetlb.2MB.max")), (4 * MIB).to_string());
 
     let mut child = sleeper();
-    let pid = child.id() as i32;
+    let pid = child.0.id() as i32;
     cg.add_process(pid).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![pid]);
     let own = read(format!("/proc/{pid}/cgroup"));
@@ -198,7 +209,7 @@ fn hybrid_host_full_lifecycle() {
     let saved = serde_json::to_string(&cg.state()).unwrap();
     let cg2 = berth_cgroups::from_state(&serde_json::from_str(&saved).unwrap());
     cg2.kill_all(Signal::SIGKILL).unwrap();
-    assert_eq!(wait_signal(&mut child), Some(9));
+    assert_eq!(wait_signal(&mut child.0), Some(9));
     let paths = cg2.paths();
     assert_eq!(paths.len(), 10, "9 v1 hierarchies + the cgroup2 dir");
     cg2.destroy().unwrap();
@@ -215,16 +226,16 @@ fn kill_all_with_sigterm_freezes_signals_and_thaws() {
     cg.create().unwrap();
     let mut a = sleeper();
     let mut b = sleeper();
-    cg.add_process(a.id() as i32).unwrap();
-    cg.add_process(b.id() as i32).unwrap();
+    cg.add_process(a.0.id() as i32).unwrap();
+    cg.add_process(b.0.id() as i32).unwrap();
     let mut pids = cg.pids().unwrap();
     pids.sort();
-    let mut want = vec![a.id() as i32, b.id() as i32];
+    let mut want = vec![a.0.id() as i32, b.0.id() as i32];
     want.sort();
     assert_eq!(pids, want);
     cg.kill_all(Signal::SIGTERM).unwrap();
-    assert_eq!(wait_signal(&mut a), Some(15));
-    assert_eq!(wait_signal(&mut b), Some(15));
+    assert_eq!(wait_signal(&mut a.0), Some(15));
+    assert_eq!(wait_signal(&mut b.0), Some(15));
     assert!(!cg.is_frozen().unwrap(), "thawed after signalling");
     let paths = cg.paths();
     cg.destroy().unwrap();
@@ -374,22 +385,10 @@ fn v2_inner() {
         .to_string();
     assert!(e.contains("realtime"), "{e}");
     let e = cg
-        .apply(&resources(
-            json!({"devices": [{"allow": false, "access": "rwm"}]}),
-        ))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("eBPF"), "{e}");
-    let e = cg
         .apply(&resources(json!({"memory": {"swappiness": 10}})))
         .unwrap_err()
         .to_string();
     assert!(e.contains("swappiness"), "{e}");
-    // allow-all device rules need no filter
-    cg.apply(&resources(
-        json!({"devices": [{"allow": true, "access": "rwm"}]}),
-    ))
-    .unwrap();
     if avail.split_whitespace().any(|c| c == "hugetlb") {
         cg.apply(&resources(
             json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 2 * MIB}]}),
@@ -399,7 +398,7 @@ fn v2_inner() {
     }
 
     let mut child = sleeper();
-    let pid = child.id() as i32;
+    let pid = child.0.id() as i32;
     cg.add_process(pid).unwrap();
     assert_eq!(cg.pids().unwrap(), vec![pid]);
     let stats = cg.stats().unwrap();
@@ -411,12 +410,49 @@ fn v2_inner() {
     cg.thaw().unwrap();
     assert!(read(dir.join("cgroup.events")).contains("frozen 0"));
 
+    // Device rules become an eBPF filter on the cgroup: /dev/null allowed, /dev/zero not.
+    cg.apply(&resources(json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+    ]})))
+    .unwrap();
+    let probe = |dev: &str| {
+        let mut c = Command::new(require_cmd("sh"))
+            .args(["-c", &format!("read x; exec head -c 1 {dev}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        cg.add_process(c.id() as i32).unwrap();
+        drop(c.stdin.take()); // EOF: `read` returns, head runs inside the cgroup
+        let out = c.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = probe("/dev/null");
+    assert!(ok, "/dev/null allowed: {err}");
+    let (ok, err) = probe("/dev/zero");
+    assert!(
+        !ok && err.contains("Operation not permitted"),
+        "/dev/zero denied: {err}"
+    );
+    // An update replaces the filter (it does not add a second one): all allowed now.
+    cg.apply(&resources(
+        json!({"devices": [{"allow": true, "access": "rwm"}]}),
+    ))
+    .unwrap();
+    let (ok, err) = probe("/dev/zero");
+    assert!(ok, "/dev/zero allowed after update: {err}");
+
     assert!(
         dir.join("cgroup.kill").exists(),
         "kernel 6.18 has cgroup.kill"
     );
     cg.kill_all(Signal::SIGKILL).unwrap();
-    assert_eq!(wait_signal(&mut child), Some(9));
+    assert_eq!(wait_signal(&mut child.0), Some(9));
     cg.destroy().unwrap();
     assert!(!dir.exists());
 }

@@ -34,20 +34,23 @@
 //!   enables it in the ancestors' `cgroup.subtree_control` when the config asks for it.
 //!   `kill_all(SIGKILL)` uses that directory's `cgroup.kill`.
 //!
+//! Device rules: v1 `devices.allow`/`devices.deny`; on v2 an eBPF
+//! `BPF_PROG_TYPE_CGROUP_DEVICE` program generated from the rules (last match wins, as
+//! in v1) replaces any device program attached before.
+//!
 //! # Paths
 //!
 //! The OCI `linux.cgroupsPath` is cleaned lexically (`..` cannot climb out). An absolute
 //! path is taken below each hierarchy's mount point, a relative one below the runtime's
 //! own cgroup in each hierarchy (from `/proc/self/cgroup`), none means
-//! `/berth/<container-id>` ([`DEFAULT_PARENT`]; `destroy` then also removes the empty
-//! `/berth`). The systemd `slice:prefix:name` form is refused with a clear error.
+//! `/berth/<container-id>` ([`DEFAULT_PARENT`]; like runc, `destroy` leaves the shared
+//! parent in place: removing and recreating it would cost ~20 syscalls per container). The systemd `slice:prefix:name` form is refused with a clear error.
 //!
 //! # What the host cannot do is an error, never a silent no-op
 //!
 //! A value for a controller that is not mounted or not delegated, swap without swap
 //! accounting, kernel memory limits on kernels that ignore them, realtime CPU on v2,
-//! device rules on v2 other than "allow everything" (an eBPF device filter would be
-//! needed; not implemented), network class/priorities without `net_cls`/`net_prio`: each
+//! network class/priorities without `net_cls`/`net_prio`: each
 //! fails with [`Error::Unsupported`] naming the OCI field and value, e.g.
 //! `memory.swap: cannot set 1073741824: swap accounting not enabled on this host`.
 //!
@@ -59,6 +62,7 @@
 //! path, the same formulas as runc/crun for v1 -> v2 conversions.
 
 mod convert;
+mod devfilter;
 mod fsutil;
 mod manager;
 mod mountinfo;
@@ -186,7 +190,7 @@ pub fn open(
 ) -> Result<Box<dyn CgroupManager>, Error> {
     let path = path::parse(cgroups_path, container_id)?;
     let host = manager::detect_host()?;
-    let state = manager::resolve(&host, &path, cgroups_path.is_none_or(str::is_empty))?;
+    let state = manager::resolve(&host, &path)?;
     Ok(Box::new(manager::Manager::new(state)))
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxResources};
+use oci_spec::runtime::{LinuxHugepageLimit, LinuxResources};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{self, set};
@@ -39,8 +39,25 @@ pub struct CgroupState {
     pub v2: Option<PathBuf>,
     /// The cgroup2 mount point.
     pub v2_mount: Option<PathBuf>,
-    /// The path is the default `/berth/<id>`: `destroy` also removes `/berth` when empty.
-    pub remove_empty_parent: bool,
+}
+
+/// Read a procfs file with one large buffer (procfs reports size 0, so the default
+/// growth strategy would take many small reads).
+fn read_proc(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|error| Error::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    f.read_to_end(&mut buf).map_err(|error| Error::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    String::from_utf8(buf).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })
 }
 
 pub(crate) fn detect_host() -> Result<HostMounts, Error> {
@@ -55,25 +72,18 @@ pub(crate) fn detect_host() -> Result<HostMounts, Error> {
             }),
         });
     }
-    let text = fsutil::read(Path::new("/proc/self/mountinfo"))?;
+    let text = read_proc(Path::new("/proc/self/mountinfo"))?;
     mountinfo::parse_mountinfo(&text).ok_or(Error::NoCgroups)
 }
 
 /// Resolve a cleaned cgroups path against the host's mounts.
-pub(crate) fn resolve(
-    host: &HostMounts,
-    path: &CgroupPath,
-    is_default: bool,
-) -> Result<CgroupState, Error> {
-    resolve_with(host, path, is_default, || {
-        fsutil::read(Path::new("/proc/self/cgroup"))
-    })
+pub(crate) fn resolve(host: &HostMounts, path: &CgroupPath) -> Result<CgroupState, Error> {
+    resolve_with(host, path, || read_proc(Path::new("/proc/self/cgroup")))
 }
 
 pub(crate) fn resolve_with(
     host: &HostMounts,
     path: &CgroupPath,
-    is_default: bool,
     own_cgroups: impl FnOnce() -> Result<String, Error>,
 ) -> Result<CgroupState, Error> {
     let own = match path {
@@ -119,7 +129,6 @@ pub(crate) fn resolve_with(
         v1,
         v2,
         v2_mount,
-        remove_empty_parent: is_default,
     })
 }
 
@@ -260,42 +269,6 @@ pub(crate) fn check_page_size(field: &str, size: &str, limit: i64) -> Result<(),
         });
     }
     Ok(())
-}
-
-/// On cgroup v2, device access is controlled by an eBPF program attached to the cgroup,
-/// which this crate does not build yet. Rules that end up allowing everything are fine
-/// (nothing to enforce); anything else is refused rather than silently not enforced.
-pub(crate) fn check_v2_devices(rules: &[LinuxDeviceCgroup]) -> Result<(), Error> {
-    let is_all = |d: &LinuxDeviceCgroup| {
-        matches!(d.typ(), None | Some(LinuxDeviceType::A))
-            && matches!(d.major(), None | Some(-1))
-            && matches!(d.minor(), None | Some(-1))
-            && d.access()
-                .as_deref()
-                .is_none_or(|a| a.contains('r') && a.contains('w') && a.contains('m'))
-    };
-    // Effective result is "allow all" iff the last rule covering everything allows and
-    // nothing after it denies.
-    let last_all = rules.iter().rposition(is_all);
-    let ok = match last_all {
-        Some(i) => rules[i].allow() && rules[i + 1..].iter().all(|d| d.allow()),
-        None => rules.iter().all(|d| d.allow()),
-    };
-    if ok {
-        return Ok(());
-    }
-    let first = rules
-        .iter()
-        .find(|d| !d.allow())
-        .map(|d| v1::device_rule(d).unwrap_or_else(|_| "?".into()))
-        .unwrap_or_default();
-    Err(Error::Unsupported {
-        field: "devices".into(),
-        value: format!("deny {first:?}"),
-        reason: "device rules on cgroup v2 need an eBPF device filter, which berth does not \
-                 implement yet"
-            .into(),
-    })
 }
 
 impl CgroupManager for Manager {
@@ -476,13 +449,6 @@ impl CgroupManager for Manager {
         for dir in self.paths() {
             if let Err(e) = fsutil::remove_cgroup(&dir) {
                 first_err.get_or_insert(e);
-                continue;
-            }
-            if self.s.remove_empty_parent
-                && let Some(parent) = dir.parent()
-            {
-                // Shared by every default-path container: gone only when the last leaves.
-                let _ = std::fs::remove_dir(parent);
             }
         }
         match first_err {
@@ -529,7 +495,7 @@ mod tests {
     #[test]
     fn resolve_absolute_and_default() {
         let p = path::parse(None, "c1").unwrap();
-        let s = resolve_with(&hybrid(), &p, true, || panic!("not needed")).unwrap();
+        let s = resolve_with(&hybrid(), &p, || panic!("not needed")).unwrap();
         assert_eq!(s.layout, Layout::Hybrid);
         assert_eq!(s.v1[0].path, PathBuf::from("/sys/fs/cgroup/cpu/berth/c1"));
         assert_eq!(
@@ -540,13 +506,12 @@ mod tests {
             s.v2.as_deref(),
             Some(Path::new("/sys/fs/cgroup/unified/berth/c1"))
         );
-        assert!(s.remove_empty_parent);
     }
 
     #[test]
     fn resolve_relative_under_own_cgroup() {
         let p = path::parse(Some("pod/c1"), "c1").unwrap();
-        let s = resolve_with(&hybrid(), &p, false, || {
+        let s = resolve_with(&hybrid(), &p, || {
             Ok("4:memory:/process_api/abc\n1:cpu:/\n0::/sess\n".into())
         })
         .unwrap();
@@ -559,27 +524,5 @@ mod tests {
             s.v2.as_deref(),
             Some(Path::new("/sys/fs/cgroup/unified/sess/pod/c1"))
         );
-    }
-
-    #[test]
-    fn v2_device_rules() {
-        use oci_spec::runtime::LinuxDeviceCgroupBuilder as B;
-        let deny_all = B::default().allow(false).access("rwm").build().unwrap();
-        let allow_all = B::default().allow(true).access("rwm").build().unwrap();
-        let allow_null = B::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(1)
-            .minor(3)
-            .access("rwm")
-            .build()
-            .unwrap();
-        assert!(check_v2_devices(&[]).is_ok());
-        assert!(check_v2_devices(std::slice::from_ref(&allow_all)).is_ok());
-        assert!(check_v2_devices(&[deny_all.clone(), allow_all.clone()]).is_ok());
-        let e = check_v2_devices(&[deny_all, allow_null])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("eBPF"), "{e}");
     }
 }

@@ -116,8 +116,8 @@ pub(crate) fn apply(t: &V2Target, r: &LinuxResources) -> Result<(), Error> {
     if let Some(h) = r.hugepage_limits() {
         apply_hugetlb(t, h)?;
     }
-    if let Some(devs) = r.devices() {
-        crate::manager::check_v2_devices(devs)?;
+    if let Some(devs) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+        crate::devfilter::apply(t.dir, devs)?;
     }
     if let Some(net) = r.network() {
         if let Some(id) = net.class_id() {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cmd_build;
 mod cmd_image;
 mod cmd_registry;
 
@@ -40,6 +41,8 @@ enum Command {
     /// Show berth's version.
     Version,
     #[command(flatten)]
+    Build(cmd_build::BuildCommand),
+    #[command(flatten)]
     Image(cmd_image::ImageCommand),
     #[command(flatten)]
     Registry(cmd_registry::RegistryCommand),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
+        Command::Build(cmd) => cmd_build::run(&cli.global, cmd),
         Command::Image(cmd) => cmd_image::run(&cli.global, cmd),
         Command::Registry(cmd) => cmd_registry::run(&cli.global, cmd),
     };

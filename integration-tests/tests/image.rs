@@ -173,6 +173,15 @@ fn overlay_of_busybox_runs_busybox_true() {
     let cdir = dir.path().join("c");
     let lowers = store.prepare_rootfs(&img, &cdir).unwrap();
     let rootfs = mount_overlay(&lowers, &cdir).unwrap();
+    // prune and rmi rely on mountinfo naming the snapshots in use
+    let chain = img.chain_ids().unwrap();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let in_use = mountinfo.contains(chain[0].hex());
+    // an image removed while a container uses it keeps its snapshot until unmounted
+    let spec = berth_image::to_runtime_spec(&img.config, &lowers[0]).unwrap();
+    store.untag("busybox:latest").unwrap();
+    let pruned = berth_image::gc::prune(&store).unwrap();
+    let kept = store.has_snapshot(&chain[0]);
     let status = Command::new(&chroot)
         .arg(&rootfs)
         .args(["/bin/busybox", "true"])
@@ -182,12 +191,17 @@ fn overlay_of_busybox_runs_busybox_true() {
         .args(["/bin/sh", "-c", "echo hi > /tmp/f && cat /tmp/f"])
         .output();
     unmount_overlay(&cdir).unwrap();
+    assert!(
+        in_use,
+        "mountinfo does not show the snapshot of a mounted rootfs"
+    );
     assert!(status.unwrap().success());
     assert_eq!(String::from_utf8_lossy(&sh.unwrap().stdout), "hi\n");
     // the write went to the container's upper dir, not to the shared snapshot
     assert!(cdir.join("upper/tmp/f").is_file());
     assert!(!lowers[0].join("tmp/f").exists());
-    let spec = berth_image::to_runtime_spec(&img.config, &lowers[0]).unwrap();
+    assert!(kept, "prune removed a mounted snapshot");
+    assert_eq!(pruned.blobs.len(), 3);
     assert_eq!(
         spec.process().as_ref().unwrap().args().as_ref().unwrap(),
         &vec!["sh".to_string()]

@@ -379,3 +379,153 @@ fn with_enosys_stub(program: Vec<Insn>) -> Vec<Insn> {
     stub.extend(program);
     stub
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{ArgCond, Flags, Rule};
+
+    /// A classic-BPF interpreter for the instructions seccomp programs use.
+    fn run(prog: &[Insn], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+        let mut pc = 0usize;
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let jump = |cond: bool| if cond { i.jt as usize } else { i.jf as usize };
+            match i.code {
+                0x20 => {
+                    let k = i.k as usize;
+                    a = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                0x00 => a = i.k,                  // ld #k
+                0x60 => a = mem[i.k as usize],    // ld M[k]
+                0x61 => x = mem[i.k as usize],    // ldx M[k]
+                0x02 => mem[i.k as usize] = a,    // st M[k]
+                0x03 => mem[i.k as usize] = x,    // stx M[k]
+                0x54 => a &= i.k,                 // and #k
+                0x07 => x = a,                    // tax
+                0x87 => a = x,                    // txa
+                0x05 => pc += i.k as usize,       // ja
+                0x15 => pc += jump(a == i.k),     // jeq #k
+                0x25 => pc += jump(a > i.k),      // jgt #k
+                0x35 => pc += jump(a >= i.k),     // jge #k
+                0x45 => pc += jump(a & i.k != 0), // jset #k
+                0x06 => return i.k,               // ret #k
+                other => panic!("opcode {other:#x} at {} not emulated", pc - 1),
+            }
+        }
+    }
+
+    fn profile() -> Profile {
+        let rule = |names: &[&str], action, args: Vec<ArgCond>| Rule {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            action,
+            args,
+        };
+        Profile {
+            default_action: Action::Errno(1),
+            architectures: vec![
+                oci_spec::runtime::Arch::ScmpArchX86_64,
+                oci_spec::runtime::Arch::ScmpArchX86,
+                oci_spec::runtime::Arch::ScmpArchX32,
+            ],
+            flags: Flags::default(),
+            rules: vec![
+                rule(
+                    &[
+                        "read",
+                        "write",
+                        "getpid",
+                        "socketcall",
+                        "socket",
+                        "arch_prctl",
+                    ],
+                    Action::Allow,
+                    vec![],
+                ),
+                rule(&["keyctl"], Action::Errno(38), vec![]),
+                rule(
+                    &["personality"],
+                    Action::Allow,
+                    vec![ArgCond {
+                        index: 0,
+                        op: CmpOp::Eq,
+                        value: 8,
+                    }],
+                ),
+                rule(
+                    &["clone"],
+                    Action::Allow,
+                    vec![ArgCond {
+                        index: 0,
+                        op: CmpOp::MaskedEq { mask: 0x7e02_0000 },
+                        value: 0,
+                    }],
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn joined_program_decides_like_libseccomps_merged_one() {
+        let default = Profile::from_oci(&crate::default_profile()).unwrap();
+        for p in [profile(), default] {
+            same_decisions(&p);
+        }
+    }
+
+    fn same_decisions(p: &Profile) {
+        let arches = [ScmpArch::X8664, ScmpArch::X86, ScmpArch::X32];
+        let merged = build(p, &arches, &mut Vec::new()).unwrap();
+        let parts: Vec<(ScmpArch, Vec<Insn>)> = arches
+            .iter()
+            .map(|a| (*a, build(p, &[*a], &mut Vec::new()).unwrap()))
+            .collect();
+        let joined = stitch(&parts).expect("libseccomp programs have the expected prologue");
+        let audit = [0xc000_003e_u32, 0x4000_0003, 0xc000_00b7];
+        let mut checked = 0;
+        for arch in audit {
+            for base in [0u32, X32_BIT] {
+                for nr in 0..520u32 {
+                    for arg0 in [0u64, 8, 0x1000_0000, 0x11] {
+                        let args = [arg0, 0, 0, 0, 0, 0];
+                        let want = run(&merged, base | nr, arch, args);
+                        let got = run(&joined, base | nr, arch, args);
+                        assert_eq!(
+                            got,
+                            want,
+                            "arch {arch:#x} nr {:#x} arg0 {arg0:#x}",
+                            base | nr
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000);
+        if p.rules.len() > 4 {
+            return; // the default profile: equivalence is what is checked
+        }
+        // And the decisions are the intended ones on x86_64.
+        let read = 0;
+        let keyctl = 250;
+        let personality = 135;
+        assert_eq!(run(&joined, read, 0xc000_003e, [0; 6]), 0x7fff_0000);
+        assert_eq!(run(&joined, keyctl, 0xc000_003e, [0; 6]), 0x0005_0000 | 38);
+        assert_eq!(
+            run(&joined, personality, 0xc000_003e, [8, 0, 0, 0, 0, 0]),
+            0x7fff_0000
+        );
+        assert_eq!(
+            run(&joined, personality, 0xc000_003e, [9, 0, 0, 0, 0, 0]),
+            0x0005_0001
+        );
+    }
+}

@@ -54,13 +54,16 @@
 //! - [`features`]`() -> oci_spec::runtime::Seccomp`: the seccomp part of the features
 //!   document, actions and flags probed from the running kernel.
 //! - [`default_profile`]`() -> LinuxSeccomp` and [`default_profile_for`]`(caps)`:
-//!   berth's own allow-list (default action ERRNO(EPERM)).
+//!   berth's own allow-list (default action ERRNO(EPERM)), written from the kernel's
+//!   syscall tables; names the host's libseccomp cannot compile are left out.
 //! - [`profile_from_json`]: parses a `linux.seccomp` object, naming the field of an
 //!   unknown action, operator, architecture or flag.
 //!
 //! Backends: [`Backend`] compiles a checked [`Profile`] into BPF; [`Libseccomp`] is the
-//! one shipped. Loading never goes through the backend, so another one (pure Rust) can
-//! be added without touching the runtime.
+//! one shipped; it compiles each architecture in its own context and joins the programs
+//! behind an architecture dispatch (libseccomp's multi-architecture generation is
+//! superlinear). Loading never goes through the backend, so another one (pure Rust)
+//! can be added without touching the runtime.
 //!
 //! When the default action blocks, native syscalls numbered above the newest one
 //! libseccomp knows get ENOSYS instead (as runc does), so a newer libc in the container

@@ -22,9 +22,6 @@ pub struct Cli {
     /// Use the systemd cgroup driver (not supported).
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility (rootless is detected).
-    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
-    pub rootless: Option<String>,
     /// Accepted for runc compatibility (no checkpoint support).
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,

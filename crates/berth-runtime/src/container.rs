@@ -233,6 +233,9 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
         .as_deref()
         .map(crate::sys::unix_connect)
         .transpose()?;
+    // Seccomp is compiled here, before the clone (libseccomp allocates); the init only
+    // loads it. The agent socket is connected now: its path is a host path.
+    let (filter, agent) = seccomp_prepare(&o.root, linux.seccomp().as_ref())?;
     let listener = if listen {
         Some(bind_listener(&dir)?)
     } else {
@@ -263,6 +266,12 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
         no_new_keyring: o.no_new_keyring,
         preserve,
         parent: std::process::id() as i32,
+        seccomp: filter.as_ref(),
+        seccomp_agent: agent.as_ref().map(|a| a.as_raw_fd()),
+        seccomp_metadata: linux
+            .seccomp()
+            .as_ref()
+            .and_then(|s| s.listener_metadata().as_deref()),
     };
     let pid = clone_child(flags as u64)?;
     if pid == 0 {
@@ -272,6 +281,7 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
     drop(csock);
     drop(console);
     drop(listener);
+    drop(agent);
 
     if ctx.userns {
         write_id_map(
@@ -306,6 +316,7 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
             .map(|p| p.display().to_string()),
         own_pid_ns: has(LinuxNamespaceType::Pid),
         process: Some(process.clone()),
+        seccomp: linux.seccomp().clone(),
     };
     let mut go = vec![b'G'];
     go.extend(state_bytes(&state));
@@ -388,6 +399,9 @@ struct InitCtx<'a> {
     no_new_keyring: bool,
     preserve: u32,
     parent: i32,
+    seccomp: Option<&'a berth_seccomp::Filter>,
+    seccomp_agent: Option<RawFd>,
+    seccomp_metadata: Option<&'a str>,
 }
 
 /// The container init, in the cloned child. Never returns.
@@ -559,17 +573,90 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
             &start_state,
         )?;
     }
-    finalize(ctx.process, 3 + ctx.preserve as RawFd)?;
+    let sc = ctx.seccomp.map(|f| Seccomp {
+        filter: f,
+        agent: ctx.seccomp_agent,
+        state: notify_state(&start_state, ctx.seccomp_metadata),
+    });
+    finalize(ctx.process, 3 + ctx.preserve as RawFd, sc.as_ref())?;
     Ok(exec.exec())
 }
 
-/// Credentials, capabilities, no_new_privs, umask, signals and fds: the last steps.
-fn finalize(p: &Process, keep_below: RawFd) -> Result<()> {
-    // INTEGRATION POINT (berth-seccomp): without no_new_privs the filter must be loaded
-    // while we still have CAP_SYS_ADMIN, i.e. before set_user_and_caps.
+struct Seccomp<'a> {
+    filter: &'a berth_seccomp::Filter,
+    agent: Option<RawFd>,
+    state: Vec<u8>,
+}
+
+impl Seccomp<'_> {
+    fn load(&self) -> Result<()> {
+        let fd = self
+            .filter
+            .load()
+            .map_err(|e| Error::Seccomp(e.to_string()))?;
+        if let Some(fd) = fd {
+            let agent = self.agent.ok_or_else(|| {
+                Error::Seccomp("SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath".into())
+            })?;
+            crate::sys::send_fd(agent, fd.as_raw_fd(), &self.state)?;
+        }
+        Ok(())
+    }
+}
+
+/// Compile the filter and connect to the notify agent, in the runtime before clone.
+fn seccomp_prepare(
+    root: &Path,
+    sc: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<(Option<berth_seccomp::Filter>, Option<OwnedFd>)> {
+    let Some(sc) = sc else {
+        return Ok((None, None));
+    };
+    let f = berth_seccomp::Filter::compile_cached(sc, &root.join(".seccomp-cache"))
+        .map_err(|e| Error::Seccomp(format!("linux.seccomp: {e}")))?;
+    let agent = match (f.has_notify(), sc.listener_path()) {
+        (true, Some(p)) => Some(crate::sys::unix_connect(p)?),
+        (true, None) => {
+            return Err(Error::Unsupported {
+                field: "linux.seccomp.listenerPath".into(),
+                why: "SCMP_ACT_NOTIFY rules need a listenerPath".into(),
+            });
+        }
+        _ => None,
+    };
+    Ok((Some(f), agent))
+}
+
+/// The container process state sent to a seccomp agent with the listener fd.
+fn notify_state(state: &[u8], metadata: Option<&str>) -> Vec<u8> {
+    let st: serde_json::Value = serde_json::from_slice(state).unwrap_or_default();
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": st["ociVersion"],
+        "fds": ["seccompFd"],
+        "pid": st["pid"],
+        "metadata": metadata.unwrap_or_default(),
+        "state": st,
+    }))
+    .unwrap_or_default()
+}
+
+/// Credentials, capabilities, no_new_privs, seccomp, umask, signals and fds: the last
+/// steps.
+fn finalize(p: &Process, keep_below: RawFd, sc: Option<&Seccomp>) -> Result<()> {
+    let nnp = p.no_new_privileges() == Some(true);
+    if let Some(sc) = sc
+        && !nnp
+    {
+        // Without no_new_privs the kernel wants CAP_SYS_ADMIN: load before dropping it.
+        sc.load()?;
+    }
     proc_::set_user_and_caps(p)?;
     proc_::set_no_new_privs(p)?;
-    // INTEGRATION POINT (berth-seccomp): load the filter here otherwise, last.
+    if let Some(sc) = sc
+        && nnp
+    {
+        sc.load()?;
+    }
     if let Some(m) = p.user().umask() {
         // SAFETY: umask takes an integer.
         unsafe { libc::umask(m as libc::mode_t) };
@@ -962,6 +1049,17 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
         .as_deref()
         .map(crate::sys::unix_connect)
         .transpose()?;
+    let (filter, agent) = seccomp_prepare(root, st.seccomp.as_ref())?;
+    let sc = filter.as_ref().map(|f| Seccomp {
+        filter: f,
+        agent: agent.as_ref().map(|a| a.as_raw_fd()),
+        state: notify_state(
+            &state_bytes(&st),
+            st.seccomp
+                .as_ref()
+                .and_then(|s| s.listener_metadata().as_deref()),
+        ),
+    });
     let (psock, csock) = crate::sys::seqpacket_pair()?;
     let pid = clone_child(0)?;
     if pid == 0 {
@@ -986,7 +1084,7 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
             let path = proc_::lookup(&args[0], &env)?;
             proc_::chdir(o.process.cwd())?;
             let ex = ExecArgs::new(&path, &o.process)?;
-            finalize(&o.process, 3 + o.preserve_fds as RawFd)?;
+            finalize(&o.process, 3 + o.preserve_fds as RawFd, sc.as_ref())?;
             Ok(ex.exec())
         })();
         let msg = match r {

@@ -75,6 +75,9 @@ pub struct State {
     /// The process config of the init, reused as defaults by `exec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<oci_spec::runtime::Process>,
+    /// The seccomp profile, applied to `exec` processes too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl State {

@@ -1,0 +1,485 @@
+//! berth-oci end to end, with runc from Debian as the oracle: real busybox bundles,
+//! lifecycle, exit codes, what a process inside observes, errors, and leaks.
+
+use integration_tests::{
+    LeakCheck, bin_path, busybox_bundle, default_config, require_cmd, require_root, unique_id,
+    write_config,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+    bundle: PathBuf,
+}
+
+impl Env {
+    fn new(args: &[&str]) -> Env {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rt-")
+            .tempdir()
+            .unwrap();
+        let bundle = busybox_bundle(&dir.path().join("bundle"), args).unwrap();
+        Env { dir, bundle }
+    }
+
+    fn root(&self, rt: &str) -> PathBuf {
+        self.dir.path().join(format!("root-{rt}"))
+    }
+
+    fn marker(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn config(&self, f: impl FnOnce(&mut Value)) {
+        let mut v: Value =
+            serde_json::from_slice(&std::fs::read(self.bundle.join("config.json")).unwrap())
+                .unwrap();
+        f(&mut v);
+        write_config(&self.bundle, &v).unwrap();
+    }
+}
+
+fn berth() -> PathBuf {
+    bin_path("berth-oci")
+}
+
+fn cmd(rt: &Path, root: &Path, args: &[&str]) -> Output {
+    Command::new(rt)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn oci(env: &Env, args: &[&str]) -> Output {
+    cmd(&berth(), &env.root("berth"), args)
+}
+
+/// Like `oci` for verbs leaving a container process behind (create, run -d): that
+/// process inherits stdout/stderr, so they go to files, not pipes.
+fn oci_bg(env: &Env, args: &[&str]) -> (bool, String) {
+    let errf = env.dir.path().join(format!("stderr-{}", unique_id("e")));
+    let st = Command::new(berth())
+        .arg("--root")
+        .arg(env.root("berth"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&errf).unwrap())
+        .status()
+        .unwrap();
+    (
+        st.success(),
+        std::fs::read_to_string(&errf).unwrap_or_default(),
+    )
+}
+
+/// A detached container keeps the stdio it inherits: give it none, or `output()` would
+/// wait for the container to exit.
+fn detached(env: &Env, bundle: &str, id: &str) {
+    let st = Command::new(berth())
+        .arg("--root")
+        .arg(env.root("berth"))
+        .args(["run", "-d", "--bundle", bundle, id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "run -d {id}");
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn run_both(env: &Env) -> (Output, Output) {
+    let b = env.bundle.to_str().unwrap();
+    let ours = oci(env, &["run", "--bundle", b, &unique_id("rtb")]);
+    let runc = cmd(
+        &require_cmd("runc"),
+        &env.root("runc"),
+        &["run", "--bundle", b, &unique_id("rtr")],
+    );
+    (ours, runc)
+}
+
+#[test]
+fn exit_codes_are_the_containers() {
+    let env = Env::new(&["/bin/true"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    let b = env.bundle.to_str().unwrap();
+    let o = oci(&env, &["run", "--bundle", b, &unique_id("true")]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    env.config(|v| v["process"]["args"] = serde_json::json!(["sh", "-c", "echo out; exit 3"]));
+    let o = oci(&env, &["run", "--bundle", b, &unique_id("exit3")]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert_eq!(text(&o), "out\n");
+    // A signal that kills the init becomes 128+n (the init ignores its own SIGKILL
+    // inside a pid namespace, so share the host's pid namespace here).
+    env.config(|v| {
+        v["process"]["args"] = serde_json::json!(["sh", "-c", "kill -TERM $$"]);
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid");
+    });
+    let o = oci(&env, &["run", "--bundle", b, &unique_id("sig")]);
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", err(&o));
+    assert!(
+        std::fs::read_dir(env.root("berth"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "run leaves no state behind"
+    );
+    leak.assert_clean();
+}
+
+#[test]
+fn lifecycle_states_and_state_json() {
+    let env = Env::new(&["sleep", "1000"]);
+    let id = unique_id("life");
+    let mut leak = LeakCheck::new(&[env.marker()]);
+    leak.add_marker(id.clone());
+    let b = env.bundle.to_str().unwrap();
+    env.config(|v| v["annotations"] = serde_json::json!({"org.example.k": "v"}));
+    let pidfile = env.dir.path().join("pid");
+    let (ok, e) = oci_bg(
+        &env,
+        &[
+            "create",
+            "--bundle",
+            b,
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            &id,
+        ],
+    );
+    assert!(ok, "{e}");
+    let st: Value = serde_json::from_str(&text(&oci(&env, &["state", &id]))).unwrap();
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], id.as_str());
+    assert_eq!(st["bundle"], b);
+    assert_eq!(st["annotations"]["org.example.k"], "v");
+    assert!(st["ociVersion"].is_string());
+    let pid = st["pid"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
+    // The waiting init is not dumpable (no ptrace, no /proc/PID/exe games).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Name:")), "{status}");
+
+    let (ok, e) = oci_bg(&env, &["create", "--bundle", b, &id]);
+    assert!(!ok);
+    assert!(e.contains("exists"), "{e}");
+
+    let o = oci(&env, &["start", &id]);
+    assert!(o.status.success(), "{}", err(&o));
+    let st: Value = serde_json::from_str(&text(&oci(&env, &["state", &id]))).unwrap();
+    assert_eq!(st["status"], "running");
+    let ps: Vec<i64> =
+        serde_json::from_str(&text(&oci(&env, &["ps", "--format", "json", &id]))).unwrap();
+    assert_eq!(ps, vec![pid]);
+    let list = text(&oci(&env, &["list", "-q"]));
+    assert_eq!(list.trim(), id);
+
+    let o = oci(&env, &["delete", &id]);
+    assert!(
+        !o.status.success(),
+        "delete of a running container needs --force"
+    );
+    let o = oci(&env, &["kill", &id, "KILL"]);
+    assert!(o.status.success(), "{}", err(&o));
+    for _ in 0..200 {
+        let st: Value = serde_json::from_str(&text(&oci(&env, &["state", &id]))).unwrap();
+        if st["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let st: Value = serde_json::from_str(&text(&oci(&env, &["state", &id]))).unwrap();
+    assert_eq!(st["status"], "stopped");
+    let o = oci(&env, &["delete", &id]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = oci(&env, &["state", &id]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    leak.assert_clean();
+}
+
+#[test]
+fn kill_accepts_names_and_numbers_and_delete_force() {
+    let env = Env::new(&["sleep", "1000"]);
+    let b = env.bundle.to_str().unwrap();
+    let leak = LeakCheck::new(&[env.marker()]);
+    for sig in ["TERM", "SIGKILL", "9"] {
+        let id = unique_id("kill");
+        detached(&env, b, &id);
+        // TERM is ignored by a pid-namespace init without a handler; KILL always works.
+        let o = oci(&env, &["kill", &id, sig]);
+        assert!(o.status.success(), "kill {sig}: {}", err(&o));
+        let o = oci(&env, &["delete", "--force", &id]);
+        assert!(o.status.success(), "{}", err(&o));
+    }
+    let o = oci(&env, &["kill", "nosuch", "KILL"]);
+    assert!(!o.status.success());
+    let o = oci(&env, &["kill", &unique_id("x"), "NOTASIGNAL"]);
+    assert!(!o.status.success());
+    leak.assert_clean();
+}
+
+#[test]
+fn delete_unknown_id() {
+    let env = Env::new(&["true"]);
+    let o = oci(&env, &["delete", "no-such-container"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    let o = oci(&env, &["delete", "--force", "no-such-container"]);
+    assert!(o.status.success(), "{}", err(&o));
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let env = Env::new(&["true"]);
+    let b = env.bundle.to_str().unwrap();
+    env.config(|v| v["process"]["args"] = serde_json::json!("not-a-list"));
+    let log = env.dir.path().join("log.json");
+    let o = Command::new(berth())
+        .args([
+            "--root",
+            env.root("berth").to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            b,
+            "badcfg",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(err(&o).contains("process.args"), "{}", err(&o));
+    // Engines read the msg of the last JSON line of --log.
+    let last = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"].as_str().unwrap().contains("process.args"));
+    assert!(line["time"].is_string());
+    assert!(!env.root("berth").join("badcfg").exists());
+
+    env.config(|v| {
+        v["process"]["args"] = serde_json::json!(["true"]);
+        v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
+    });
+    let o = oci(&env, &["create", "--bundle", b, "rdt"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("linux.intelRdt"), "{}", err(&o));
+}
+
+#[test]
+fn missing_executable_uses_runcs_words() {
+    let env = Env::new(&["/no/such/binary"]);
+    let b = env.bundle.to_str().unwrap();
+    let leak = LeakCheck::new(&[env.marker()]);
+    let o = oci(&env, &["create", "--bundle", b, &unique_id("noexe")]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("no such file or directory"), "{}", err(&o));
+    env.config(|v| v["process"]["args"] = serde_json::json!(["nosuchcommand"]));
+    let o = oci(&env, &["run", "--bundle", b, &unique_id("noexe")]);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("executable file not found in $PATH"),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        std::fs::read_dir(env.root("berth"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "failed create leaves no state"
+    );
+    leak.assert_clean();
+}
+
+#[test]
+fn failed_create_leaves_nothing_behind() {
+    let env = Env::new(&["true"]);
+    let b = env.bundle.to_str().unwrap();
+    let leak = LeakCheck::new(&[env.marker()]);
+    // The mount fails late in the set-up, after several mounts were made.
+    env.config(|v| {
+        v["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/data", "type": "bind", "source": "/no/such/dir", "options": ["rbind"]}))
+    });
+    let o = oci(&env, &["create", "--bundle", b, "failing"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("/no/such/dir"), "{}", err(&o));
+    assert!(!env.root("berth").join("failing").exists());
+    leak.assert_clean();
+}
+
+/// What a checker inside sees must match runc on the same config.
+#[test]
+fn observed_like_runc() {
+    let env = Env::new(&["true"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    let script = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)|^NoNewPrivs' /proc/self/status; cat /proc/self/limits; \
+                  ls /proc/self/fd | tr '\\n' ' '; echo; hostname; \
+                  touch /rofile 2>/dev/null && echo rw || echo ro; \
+                  awk '{print $2, $3}' /proc/self/mounts | sort; \
+                  ls -l /dev | awk '{print $1, $NF}' | sort; id; umask; pwd";
+    env.config(|v| {
+        v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        v["process"]["cwd"] = serde_json::json!("/tmp");
+        v["hostname"] = serde_json::json!("checker-host");
+        v["root"]["readonly"] = serde_json::json!(true);
+        v["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "hard": 2048, "soft": 1000},
+            {"type": "RLIMIT_NPROC", "hard": 500, "soft": 400},
+            {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}
+        ]);
+        v["process"]["capabilities"]["inheritable"] = serde_json::json!(["CAP_KILL"]);
+    });
+    let (ours, runc) = run_both(&env);
+    assert!(runc.status.success(), "runc: {}", err(&runc));
+    assert!(ours.status.success(), "berth-oci: {}", err(&ours));
+    let (a, b) = (text(&ours), text(&runc));
+    assert!(a.contains("checker-host"), "{a}");
+    assert!(a.contains("\nro\n"), "{a}");
+    assert!(
+        a.contains("0 1 2 3 \n"),
+        "only stdio (+ ls's dir fd) reach the container: {a}"
+    );
+    assert_eq!(a, b, "berth-oci (left) and runc (right) disagree");
+    leak.assert_clean();
+}
+
+#[test]
+fn user_and_groups_like_runc() {
+    let env = Env::new(&["true"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    env.config(|v| {
+        v["process"]["args"] =
+            serde_json::json!(["sh", "-c", "id; grep -E '^Cap' /proc/self/status; umask"]);
+        v["process"]["user"] =
+            serde_json::json!({"uid": 65534, "gid": 65534, "additionalGids": [5, 7], "umask": 63});
+    });
+    let (ours, runc) = run_both(&env);
+    assert!(runc.status.success(), "runc: {}", err(&runc));
+    assert!(ours.status.success(), "berth-oci: {}", err(&ours));
+    assert_eq!(text(&ours), text(&runc));
+    leak.assert_clean();
+}
+
+#[test]
+fn hooks_get_the_state() {
+    let env = Env::new(&["true"]);
+    let b = env.bundle.to_str().unwrap();
+    let out = env.dir.path().join("hooks.log");
+    let leak = LeakCheck::new(&[env.marker()]);
+    let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read s; echo {name} \"$s\" >> {}", out.display())]});
+    env.config(|v| {
+        v["hooks"] = serde_json::json!({
+            "prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")],
+            "poststart": [hook("poststart")], "poststop": [hook("poststop")]
+        });
+    });
+    let id = unique_id("hooks");
+    let o = oci(&env, &["run", "--bundle", b, &id]);
+    assert!(o.status.success(), "{}", err(&o));
+    let log = std::fs::read_to_string(&out).unwrap();
+    let names: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["prestart", "createRuntime", "poststart", "poststop"],
+        "{log}"
+    );
+    for l in log.lines() {
+        let st: Value = serde_json::from_str(l.split_once(' ').unwrap().1).unwrap();
+        assert_eq!(st["id"], id.as_str());
+    }
+    // A failing createRuntime hook fails create and leaves nothing.
+    env.config(|v| v["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]}));
+    let o = oci(&env, &["create", "--bundle", b, "hookfail"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("createRuntime"), "{}", err(&o));
+    assert!(!env.root("berth").join("hookfail").exists());
+    // A hook that hangs is killed at its timeout.
+    env.config(|v| v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]}));
+    let t = std::time::Instant::now();
+    let o = oci(&env, &["create", "--bundle", b, "hooktimeout"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("timed out"), "{}", err(&o));
+    assert!(t.elapsed().as_secs() < 10);
+    leak.assert_clean();
+}
+
+#[test]
+fn exec_into_running_container() {
+    let env = Env::new(&["sleep", "1000"]);
+    let b = env.bundle.to_str().unwrap();
+    let id = unique_id("exec");
+    let leak = LeakCheck::new(&[env.marker()]);
+    detached(&env, b, &id);
+    let o = oci(
+        &env,
+        &[
+            "exec",
+            "--env",
+            "FOO=bar",
+            "--cwd",
+            "/tmp",
+            &id,
+            "sh",
+            "-c",
+            "echo $FOO; pwd; hostname; exit 4",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert_eq!(text(&o), "bar\n/tmp\nberth\n");
+    let o = oci(&env, &["exec", &id, "nosuchcmd"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("executable file not found"), "{}", err(&o));
+    assert!(oci(&env, &["delete", "--force", &id]).status.success());
+    leak.assert_clean();
+}
+
+#[test]
+fn spec_and_features() {
+    let env = Env::new(&["true"]);
+    let d = env.dir.path().join("spec");
+    std::fs::create_dir(&d).unwrap();
+    let o = oci(&env, &["spec", "--bundle", d.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    assert_eq!(v["root"]["path"], "rootfs");
+    let f: Value = serde_json::from_str(&text(&oci(&env, &["features"]))).unwrap();
+    assert!(
+        f["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "pid")
+    );
+    assert!(f["hooks"].as_array().unwrap().len() == 6);
+    let o = Command::new(berth())
+        .args(["--systemd-cgroup", "state", "x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(err(&o).contains("systemd"), "{}", err(&o));
+    let _ = default_config(&["true"]);
+}

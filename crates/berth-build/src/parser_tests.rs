@@ -1103,6 +1103,8 @@ fn thousand_line_dockerfile_parses_fast() {
         assert!(df.instructions.len() > 500);
     }
     eprintln!("parse of {} lines: {best:?}", src.lines().count());
-    // debug builds are slower than release; the release figure is in the report
-    assert!(best < Duration::from_millis(20), "{best:?}");
+    // the bound is for unoptimised builds on a busy shared machine; a release build
+    // parses this in well under a millisecond
+    let bound = if cfg!(debug_assertions) { 250 } else { 5 };
+    assert!(best < Duration::from_millis(bound), "{best:?}");
 }

@@ -78,6 +78,23 @@ pub struct Instruction {
     pub command: Command,
 }
 
+impl Instruction {
+    /// For ONBUILD: the trigger as the image config stores it (the instruction text
+    /// after `ONBUILD`, each heredoc body and terminator appended, like BuildKit).
+    pub fn onbuild_trigger(&self) -> Option<String> {
+        let Command::Onbuild(child) = &self.command else {
+            return None;
+        };
+        let mut out = child.original.trim().to_string();
+        for h in &self.heredocs {
+            out.push('\n');
+            out.push_str(&h.content);
+            out.push_str(&h.name);
+        }
+        Some(out)
+    }
+}
+
 /// A `--name=value` flag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flag {

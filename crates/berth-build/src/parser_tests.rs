@@ -682,6 +682,16 @@ fn onbuild() {
         panic!()
     };
     assert_eq!(c.chown.as_deref(), Some("a"));
+    assert_eq!(
+        i.onbuild_trigger().as_deref(),
+        Some("copy --chown=a . /app")
+    );
+    let df = parse("FROM a\nONBUILD  RUN <<EOF\nls\nEOF\n").unwrap();
+    assert_eq!(
+        df.instructions[1].onbuild_trigger().as_deref(),
+        Some("RUN <<EOF\nls\nEOF")
+    );
+    assert_eq!(df.instructions[0].onbuild_trigger(), None);
     let i = inst("ONBUILD ADD [\"a\", \"/b\"]");
     let Command::Onbuild(child) = &i.command else {
         panic!()

@@ -31,6 +31,59 @@ impl Dockerfile {
     }
 }
 
+/// The `# check=` directive: which build checks to skip and whether findings fail
+/// the build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckConfig {
+    /// Check names to skip.
+    pub skip: Vec<String>,
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// `error=true`: findings are errors.
+    pub error: bool,
+    /// `experimental=` checks to enable.
+    pub experimental: Vec<String>,
+}
+
+impl Dockerfile {
+    /// Parses the `check` directive (`skip=A,B;error=true`); default when absent.
+    pub fn check_config(&self) -> Result<CheckConfig, String> {
+        let mut c = CheckConfig::default();
+        let Some(v) = self.directive("check") else {
+            return Ok(c);
+        };
+        for part in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, val)) = part.split_once('=') else {
+                return Err(format!("invalid check option {part:?}: expected key=value"));
+            };
+            let list = || {
+                val.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "skip" => {
+                    let l = list();
+                    c.skip_all = l.iter().any(|x| x.eq_ignore_ascii_case("all"));
+                    c.skip = l;
+                }
+                "error" => {
+                    c.error = match val.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => return Err(format!("invalid check error value {other:?}")),
+                    }
+                }
+                "experimental" => c.experimental = list(),
+                other => return Err(format!("invalid check option {other:?}")),
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// A parser directive such as `# syntax=docker/dockerfile:1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Directive {

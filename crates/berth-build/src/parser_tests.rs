@@ -36,6 +36,22 @@ fn directives() {
     assert_eq!(df.directive("escape"), Some("`"));
     assert_eq!(df.directive("check"), Some("skip=all;error=true"));
     assert_eq!(df.directives[1].line, 2);
+    let check = df.check_config().unwrap();
+    assert!(check.skip_all && check.error);
+    let df = parse("# check=skip=JSONArgsRecommended,StageNameCasing\nFROM x\n").unwrap();
+    let check = df.check_config().unwrap();
+    assert_eq!(check.skip, s(&["JSONArgsRecommended", "StageNameCasing"]));
+    assert!(!check.skip_all && !check.error);
+    assert!(
+        parse("# check=bogus=1\nFROM x\n")
+            .unwrap()
+            .check_config()
+            .is_err()
+    );
+    assert_eq!(
+        parse("FROM x\n").unwrap().check_config().unwrap(),
+        CheckConfig::default()
+    );
 
     // spaces around the name and value are allowed
     let df = parse("#   escape =  `  \nFROM x\n").unwrap();

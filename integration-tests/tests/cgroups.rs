@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use berth_cgroups::{Error, Layout, Signal};
+use berth_cgroups::{CgroupManager, Error, Layout, Signal};
 use integration_tests::{LeakCheck, require_cmd, require_root, unique_id};
 use oci_spec::runtime::LinuxResources;
 use serde_json::json;
@@ -41,6 +41,17 @@ fn sleeper() -> Kid {
         .arg("300")
         .spawn()
         .expect("spawn sleep"))
+}
+
+/// Removes the test's cgroup even when an assertion fails midway.
+struct Guard<'a>(&'a dyn CgroupManager);
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all(Signal::SIGKILL);
+        let _ = self.0.thaw();
+        let _ = self.0.destroy();
+    }
 }
 
 /// Waits for the child and returns the signal that ended it.
@@ -88,6 +99,7 @@ fn hybrid_host_full_lifecycle() {
     assert_eq!(cg.layout(), Layout::Hybrid);
     assert_eq!(cg.v2_dir(), None, "no CLONE_INTO_CGROUP on hybrid hosts");
     cg.create().unwrap();
+    let _guard = Guard(&*cg);
     let mem = PathBuf::from(format!("/sys/fs/cgroup/memory/berth/{id}"));
     let unified = PathBuf::from(format!("/sys/fs/cgroup/unified/berth/{id}"));
     assert!(mem.is_dir());
@@ -224,6 +236,7 @@ fn kill_all_with_sigterm_freezes_signals_and_thaws() {
     let id = unique_id("cgt-term");
     let cg = berth_cgroups::open(Some(&format!("/berth-test/{id}")), &id).unwrap();
     cg.create().unwrap();
+    let _guard = Guard(&*cg);
     let mut a = sleeper();
     let mut b = sleeper();
     cg.add_process(a.0.id() as i32).unwrap();
@@ -270,6 +283,7 @@ fn relative_path_is_below_own_cgroup() {
         want.display()
     );
     cg.create().unwrap();
+    let _guard = Guard(&*cg);
     assert!(want.is_dir());
     cg.destroy().unwrap();
     assert!(!want.exists());
@@ -281,6 +295,7 @@ fn host_limits_give_clear_errors() {
     let id = unique_id("cgt-err");
     let cg = berth_cgroups::open(None, &id).unwrap();
     cg.create().unwrap();
+    let _guard = Guard(&*cg);
     let err = |v: serde_json::Value| cg.apply(&resources(v)).unwrap_err().to_string();
 
     let e = err(json!({"network": {"classID": 1048577}}));
@@ -358,6 +373,7 @@ fn v2_inner() {
     let dir = PathBuf::from(format!("/sys/fs/cgroup/berth/{id}"));
     assert_eq!(cg.v2_dir(), Some(dir.clone()));
     cg.create().unwrap();
+    let _guard = Guard(&*cg);
     assert!(dir.is_dir());
     let avail = read("/sys/fs/cgroup/cgroup.controllers");
 

@@ -417,7 +417,9 @@ impl CgroupManager for Manager {
             if self.s.layout == Layout::V2 {
                 return Ok(());
             }
-            // Hybrid: anything that joined only the v1 hierarchies is signalled below.
+            // Hybrid: signal anything that joined only the v1 hierarchies too. No freeze
+            // needed: cgroup.kill already stops the cgroup2 side from forking.
+            return self.signal_all(signal);
         }
         let frozen = self.freeze().is_ok();
         let res = self.signal_all(signal);

@@ -93,6 +93,9 @@ fn hybrid_host_full_lifecycle() {
         Layout::Hybrid,
         "the CI host is hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)"
     );
+    let support = berth_cgroups::host_support().unwrap();
+    assert!(support.has("memory") && support.has("hugetlb") && !support.has("net_cls"));
+    assert!(support.v2_controllers.contains(&"hugetlb".to_string()));
     let id = unique_id("cgt-life");
     let leaks = LeakCheck::new(std::slice::from_ref(&id));
     let cg = berth_cgroups::open(None, &id).unwrap();

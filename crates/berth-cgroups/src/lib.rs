@@ -199,6 +199,42 @@ pub fn from_state(state: &CgroupState) -> Box<dyn CgroupManager> {
     Box::new(manager::Manager::new(state.clone()))
 }
 
+/// What this host's cgroups offer, for `berth-oci features`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostSupport {
+    pub layout: Layout,
+    /// Controllers of the mounted v1 hierarchies (with `name=` ones).
+    pub v1_controllers: Vec<String>,
+    /// Controllers the cgroup2 root offers (its `cgroup.controllers`).
+    pub v2_controllers: Vec<String>,
+}
+
+impl HostSupport {
+    /// `true` if `controller` can be used, through v1 or cgroup2.
+    pub fn has(&self, controller: &str) -> bool {
+        self.v1_controllers.iter().any(|c| c == controller)
+            || self.v2_controllers.iter().any(|c| c == controller)
+    }
+}
+
+/// Detect what the host offers (one statfs, one mountinfo read, one small file read).
+pub fn host_support() -> Result<HostSupport, Error> {
+    let host = manager::detect_host()?;
+    let v2_controllers = match &host.v2 {
+        Some(m) => v2::available(&m.mount_point).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(HostSupport {
+        layout: host.layout,
+        v1_controllers: host
+            .v1
+            .iter()
+            .flat_map(|m| m.controllers.iter().cloned())
+            .collect(),
+        v2_controllers,
+    })
+}
+
 /// The host layout, detected as `open` does.
 pub fn detect_layout() -> Result<Layout, Error> {
     Ok(manager::detect_host()?.layout)

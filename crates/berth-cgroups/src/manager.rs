@@ -527,4 +527,158 @@ mod tests {
             Some(Path::new("/sys/fs/cgroup/unified/sess/pod/c1"))
         );
     }
+
+    fn res(v: &str) -> LinuxResources {
+        serde_json::from_str(v).unwrap()
+    }
+
+    fn touch(dir: &Path, files: &[&str]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in files {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+    }
+
+    fn get(dir: &Path, f: &str) -> String {
+        std::fs::read_to_string(dir.join(f)).unwrap()
+    }
+
+    #[test]
+    fn v2_values_on_a_fake_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("berth/c1");
+        touch(
+            &dir,
+            &[
+                "cpu.weight",
+                "cpu.max",
+                "memory.max",
+                "memory.swap.max",
+                "memory.low",
+                "pids.max",
+                "io.weight",
+                "io.max",
+                "cpuset.cpus",
+            ],
+        );
+        std::fs::write(
+            dir.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let m = Manager::new(CgroupState {
+            layout: Layout::V2,
+            v1: vec![],
+            v2: Some(dir.clone()),
+            v2_mount: Some(tmp.path().to_path_buf()),
+        });
+        m.apply(&res(
+            r#"{"cpu":{"shares":1024,"quota":50000,"period":100000,"cpus":"0"},
+            "memory":{"limit":1048576,"swap":3145728,"reservation":524288},
+            "pids":{"limit":0},"blockIO":{"weight":500,
+            "throttleReadBpsDevice":[{"major":8,"minor":0,"rate":1000}]}}"#,
+        ))
+        .unwrap();
+        assert_eq!(get(&dir, "cpu.weight"), "39");
+        assert_eq!(get(&dir, "cpu.max"), "50000 100000");
+        assert_eq!(get(&dir, "cpuset.cpus"), "0");
+        assert_eq!(get(&dir, "memory.max"), "1048576");
+        assert_eq!(get(&dir, "memory.swap.max"), "2097152");
+        assert_eq!(get(&dir, "memory.low"), "524288");
+        assert_eq!(get(&dir, "pids.max"), "max");
+        assert_eq!(get(&dir, "io.weight"), "4950");
+        assert_eq!(get(&dir, "io.max"), "8:0 rbps=1000");
+        assert_eq!(m.v2_dir(), Some(dir.clone()));
+        // hugetlb is not delegated here: a clear error naming field and value
+        let e = m
+            .apply(&res(r#"{"rdma":{"mlx5_0":{"hcaHandles":3}}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rdma") && e.contains("mlx5_0 hca_handle=3") && e.contains("not available"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn v1_values_on_a_fake_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mk = |ctrl: &str, files: &[&str]| {
+            let mount = tmp.path().join(ctrl);
+            let path = mount.join("berth/c1");
+            touch(&path, files);
+            V1Dir {
+                controllers: vec![ctrl.to_string()],
+                mount_point: mount,
+                path,
+            }
+        };
+        let state = CgroupState {
+            layout: Layout::V1,
+            v1: vec![
+                mk(
+                    "cpu",
+                    &["cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us"],
+                ),
+                mk(
+                    "memory",
+                    &[
+                        "memory.limit_in_bytes",
+                        "memory.soft_limit_in_bytes",
+                        "memory.swappiness",
+                        "memory.oom_control",
+                    ],
+                ),
+                mk("pids", &["pids.max"]),
+                mk("devices", &["devices.allow", "devices.deny"]),
+            ],
+            v2: None,
+            v2_mount: None,
+        };
+        let m = Manager::new(state.clone());
+        m.apply(&res(
+            r#"{"cpu":{"shares":512,"quota":20000,"period":100000},
+            "memory":{"limit":1048576,"reservation":4096,"swappiness":0,"disableOOMKiller":true},
+            "pids":{"limit":42},
+            "devices":[{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}]}"#,
+        ))
+        .unwrap();
+        let d = |i: usize| state.v1[i].path.clone();
+        assert_eq!(get(&d(0), "cpu.shares"), "512");
+        assert_eq!(get(&d(0), "cpu.cfs_quota_us"), "20000");
+        assert_eq!(get(&d(0), "cpu.cfs_period_us"), "100000");
+        assert_eq!(get(&d(1), "memory.limit_in_bytes"), "1048576");
+        assert_eq!(get(&d(1), "memory.soft_limit_in_bytes"), "4096");
+        assert_eq!(get(&d(1), "memory.oom_control"), "1");
+        assert_eq!(get(&d(2), "pids.max"), "42");
+        assert_eq!(get(&d(3), "devices.allow"), "c 1:3 rw");
+        // no memsw file: swap accounting is off, and the error says so
+        let e = m
+            .apply(&res(r#"{"memory":{"limit":1048576,"swap":2097152}}"#))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "memory.swap: cannot set 2097152: swap accounting not enabled on this host (no memory.memsw.limit_in_bytes; boot with swapaccount=1)"
+        );
+        // controllers not mounted
+        let e = m
+            .apply(&res(r#"{"network":{"classID":7}}"#))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "network.classID: cannot set 7: the net_cls cgroup controller is not mounted on this host"
+        );
+        let e = m
+            .apply(&res(r#"{"unified":{"memory.high":"1"}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unified.memory.high") && e.contains("no cgroup2"),
+            "{e}"
+        );
+        assert_eq!(m.paths().len(), 4);
+        assert_eq!(m.v2_dir(), None);
+    }
 }

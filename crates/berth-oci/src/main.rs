@@ -148,28 +148,38 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Pause(a) | Cmd::Resume(a) => {
-            c::state(&root, &a.id)?;
-            bail!("pause/resume need the cgroup freezer: berth-cgroups is not integrated yet")
+        Cmd::Pause(a) => {
+            c::pause(&root, &a.id)?;
+            Ok(0)
+        }
+        Cmd::Resume(a) => {
+            c::resume(&root, &a.id)?;
+            Ok(0)
         }
         Cmd::Update(a) => {
-            c::state(&root, &a.id)?;
-            if let Some(r) = &a.resources {
-                let mut data = Vec::new();
-                if r == "-" {
-                    std::io::stdin().read_to_end(&mut data)?;
-                } else {
-                    data = std::fs::read(r).with_context(|| format!("read {r}"))?;
-                }
-                let _: oci_spec::runtime::LinuxResources =
-                    serde_json::from_slice(&data).context("parse --resources")?;
+            let Some(r) = &a.resources else {
+                bail!("update: only --resources FILE|- is supported (per-flag updates are not)");
+            };
+            let mut data = Vec::new();
+            if r == "-" {
+                std::io::stdin().read_to_end(&mut data)?;
+            } else {
+                data = std::fs::read(r).with_context(|| format!("read {r}"))?;
             }
-            bail!("update needs berth-cgroups, not integrated yet")
+            let de = &mut serde_json::Deserializer::from_slice(&data);
+            let res: oci_spec::runtime::LinuxResources = serde_path_to_error::deserialize(de)
+                .map_err(|e| anyhow::anyhow!("invalid --resources: {}: {}", e.path(), e.inner()))?;
+            c::update(&root, &a.id, &res)?;
+            Ok(0)
         }
-        Cmd::Events(a) => {
-            c::state(&root, &a.id)?;
-            bail!("events needs berth-cgroups stats, not integrated yet")
-        }
+        Cmd::Events(a) => loop {
+            println!("{}", c::stats(&root, &a.id)?);
+            if a.stats {
+                return Ok(0);
+            }
+            let secs: u64 = a.interval.trim_end_matches('s').parse().unwrap_or(5);
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        },
         Cmd::Spec(a) => {
             let dir = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
             let p = dir.join("config.json");

@@ -87,7 +87,7 @@ pub fn features() -> Value {
         "linux": {
             "namespaces": ns,
             "capabilities": caps,
-            "cgroup": {"v1": false, "v2": false, "systemd": false, "systemdUser": false},
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
             "seccomp": {"enabled": berth_runtime::seccomp_supported()},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},

@@ -37,6 +37,7 @@ pub struct CreateOpts {
 struct Cleanup<'a> {
     dir: &'a Path,
     pid: i32,
+    cgroup: Option<Box<dyn berth_cgroups::CgroupManager>>,
     armed: bool,
 }
 
@@ -51,6 +52,9 @@ impl Drop for Cleanup<'_> {
                 libc::kill(self.pid, libc::SIGKILL);
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.destroy();
         }
         let _ = std::fs::remove_dir_all(self.dir);
     }
@@ -193,6 +197,7 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
     let mut guard = Cleanup {
         dir: &dir,
         pid: 0,
+        cgroup: None,
         armed: true,
     };
 
@@ -295,8 +300,24 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
             linux.gid_mappings().as_deref().unwrap_or_default(),
         )?;
     }
-    // INTEGRATION POINT (berth-cgroups): create the cgroup from linux.cgroupsPath and
-    // the id, add `pid`, apply linux.resources here, before the init goes on.
+    // The cgroup is joined before the init does anything (it waits for our go).
+    let cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.display().to_string());
+    let cg = berth_cgroups::open(cgroups_path.as_deref(), &o.id).map_err(cg_err)?;
+    cg.create().map_err(cg_err)?;
+    let cg_state = cg.state();
+    guard.cgroup = Some(cg);
+    let cg = guard.cgroup.as_ref().expect("just set");
+    cg.add_process(pid).map_err(cg_err)?;
+    if let Some(r) = linux.resources() {
+        cg.apply(&with_default_devices(
+            r,
+            linux.devices().as_deref().unwrap_or_default(),
+        ))
+        .map_err(cg_err)?;
+    }
 
     let mut state = State {
         oci_version: spec.version().clone(),
@@ -317,6 +338,7 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
         own_pid_ns: has(LinuxNamespaceType::Pid),
         process: Some(process.clone()),
         seccomp: linux.seccomp().clone(),
+        cgroup: Some(cg_state),
     };
     let mut go = vec![b'G'];
     go.extend(state_bytes(&state));
@@ -352,6 +374,59 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
     }
     guard.armed = false;
     Ok(Created { state, sync: psock })
+}
+
+/// The device rules plus what every container needs, as runc does: mknod of any node,
+/// the default devices, ptmx and ptys, and the config's `linux.devices`.
+fn with_default_devices(
+    r: &oci_spec::runtime::LinuxResources,
+    devs: &[oci_spec::runtime::LinuxDevice],
+) -> oci_spec::runtime::LinuxResources {
+    let Some(rules) = r.devices() else {
+        return r.clone();
+    };
+    let mut rules = rules.clone();
+    let mut extra = vec![
+        serde_json::json!({"allow": true, "type": "c", "access": "m"}),
+        serde_json::json!({"allow": true, "type": "b", "access": "m"}),
+    ];
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        extra.push(serde_json::json!({"allow": true, "type": "c", "major": maj, "minor": min, "access": "rwm"}));
+    }
+    extra.push(serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
+    for d in devs {
+        let t = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::B => "b",
+            _ => "c",
+        };
+        extra.push(serde_json::json!({"allow": true, "type": t, "major": d.major(), "minor": d.minor(), "access": "rwm"}));
+    }
+    for e in extra {
+        if let Ok(rule) = serde_json::from_value(e) {
+            rules.push(rule);
+        }
+    }
+    let mut r = r.clone();
+    r.set_devices(Some(rules));
+    r
+}
+
+fn cg_err(e: berth_cgroups::Error) -> Error {
+    Error::Cgroup(e.to_string())
+}
+
+/// The container's cgroup manager, reopened from its state.
+pub fn cgroup(st: &State) -> Option<Box<dyn berth_cgroups::CgroupManager>> {
+    st.cgroup.as_ref().map(berth_cgroups::from_state)
 }
 
 fn init_died(pid: i32) -> Error {
@@ -851,6 +926,11 @@ pub fn pids(st: &State) -> Result<Vec<i32>> {
     if st.status == Status::Stopped {
         return Ok(vec![]);
     }
+    if let Some(cg) = cgroup(st) {
+        let mut v = cg.pids().map_err(cg_err)?;
+        v.sort();
+        return Ok(v);
+    }
     if !st.own_pid_ns {
         return Err(crate::cgroups::unavailable(
             "listing the processes of a container sharing a pid namespace",
@@ -883,6 +963,11 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<()> {
             status: "stopped".into(),
             msg: "container not running".into(),
         });
+    }
+    if all && let Some(cg) = cgroup(&st) {
+        let sig = berth_cgroups::Signal::try_from(sig)
+            .map_err(|e| Error::Init(format!("signal {sig}: {e}")))?;
+        return cg.kill_all(sig).map_err(cg_err);
     }
     let targets = if all { pids(&st)? } else { vec![st.pid] };
     for p in targets {
@@ -933,7 +1018,12 @@ fn destroy(root: &Path, st: &State, kill: bool) -> Result<()> {
         }
         wait_gone(st.pid, st.init_start_time);
     }
-    // INTEGRATION POINT (berth-cgroups): destroy the container's cgroup here.
+    if let Some(cg) = cgroup(st) {
+        if kill {
+            let _ = cg.kill_all(berth_cgroups::Signal::SIGKILL);
+        }
+        cg.destroy().map_err(cg_err)?;
+    }
     if let Some(h) = &st.hooks {
         let mut s = st.clone();
         s.status = Status::Stopped;
@@ -1066,6 +1156,11 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
         let r: Result<Error> = (|| {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+            // Wait until the runtime has put us in the container's cgroup.
+            if recv(csock.as_raw_fd())?.first() != Some(&b'G') {
+                // SAFETY: the runtime went away.
+                unsafe { libc::_exit(1) };
+            }
             for (fd, f, n) in &join {
                 setns(fd.as_raw_fd(), *f, n)?;
             }
@@ -1098,7 +1193,17 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
     }
     drop(csock);
     drop(console);
-    // INTEGRATION POINT (berth-cgroups): add `pid` to the container's cgroup.
+    if let Some(cg) = cgroup(&st)
+        && let Err(e) = cg.add_process(pid)
+    {
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(cg_err(e));
+    }
+    send(psock.as_raw_fd(), b"G")?;
     let set = forward_set();
     // SAFETY: valid sigset.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -1124,4 +1229,58 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
 fn _fd_roundtrip(f: OwnedFd) -> OwnedFd {
     // SAFETY: into_raw_fd hands over ownership.
     unsafe { OwnedFd::from_raw_fd(f.into_raw_fd()) }
+}
+
+/// `pause`: freeze every process of the container.
+pub fn pause(root: &Path, id: &str) -> Result<()> {
+    let mut st = State::load(root, id)?;
+    if st.status != Status::Running {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: st.status.to_string(),
+            msg: "cannot pause a container that is not running".into(),
+        });
+    }
+    let cg = cgroup(&st).ok_or_else(|| crate::cgroups::unavailable("pause"))?;
+    cg.freeze().map_err(cg_err)?;
+    st.status = Status::Paused;
+    st.save(root)
+}
+
+/// `resume`: thaw a paused container.
+pub fn resume(root: &Path, id: &str) -> Result<()> {
+    let mut st = State::load(root, id)?;
+    if st.status != Status::Paused {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: st.status.to_string(),
+            msg: "cannot resume a container that is not paused".into(),
+        });
+    }
+    let cg = cgroup(&st).ok_or_else(|| crate::cgroups::unavailable("resume"))?;
+    cg.thaw().map_err(cg_err)?;
+    st.status = Status::Running;
+    st.save(root)
+}
+
+/// `update`: apply new resources to the container's cgroup.
+pub fn update(root: &Path, id: &str, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
+    let st = State::load(root, id)?;
+    if st.status == Status::Stopped {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: "stopped".into(),
+            msg: "cannot update a stopped container".into(),
+        });
+    }
+    let cg = cgroup(&st).ok_or_else(|| crate::cgroups::unavailable("update"))?;
+    cg.apply(r).map_err(cg_err)
+}
+
+/// Resource usage of the container's cgroup, as JSON (`events --stats`).
+pub fn stats(root: &Path, id: &str) -> Result<serde_json::Value> {
+    let st = State::load(root, id)?;
+    let cg = cgroup(&st).ok_or_else(|| crate::cgroups::unavailable("stats"))?;
+    let s = cg.stats().map_err(cg_err)?;
+    Ok(serde_json::json!({"type": "stats", "id": id, "data": s}))
 }

@@ -6,9 +6,7 @@
 //! synchronous: no async runtime and no thread is started before the container process
 //! is cloned. It knows nothing about images, registries or networks.
 //!
-//! Not yet: cgroup resources (integration points marked `INTEGRATION
-//! POINT`; configs asking for them are refused with an error naming the field),
-//! joining a user namespace by path, scheduler, intelRdt, memoryPolicy, id-mapped
+//! Not yet (refused with an error naming the field): joining a user namespace by path, scheduler, intelRdt, memoryPolicy, id-mapped
 //! mounts, apparmor and selinux.
 
 mod cgroups;

@@ -78,6 +78,9 @@ pub struct State {
     /// The seccomp profile, applied to `exec` processes too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// The resolved cgroup directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<berth_cgroups::CgroupState>,
 }
 
 impl State {
@@ -109,6 +112,13 @@ impl State {
             && crate::sys::proc_start_time(self.pid).is_some_and(|t| t == self.init_start_time);
         if !alive {
             self.status = Status::Stopped;
+        }
+        // A paused container whose freezer was thawed from outside is running again.
+        if self.status == Status::Paused
+            && let Some(cg) = crate::container::cgroup(self)
+            && cg.is_frozen().ok() == Some(false)
+        {
+            self.status = Status::Running;
         }
     }
 

@@ -196,6 +196,25 @@ fn hybrid_host_full_lifecycle() {
 
     let stats = cg.stats().unwrap();
     assert_eq!(stats.memory.usage.limit, 256 * MIB);
+    // then unlimited (memsw follows), then back to 256 MiB
+    cg.apply(&resources(json!({"memory": {"limit": -1}})))
+        .unwrap();
+    assert_eq!(
+        read(mem.join("memory.limit_in_bytes")),
+        "9223372036854771712"
+    );
+    assert_eq!(
+        read(mem.join("memory.memsw.limit_in_bytes")),
+        "9223372036854771712"
+    );
+    cg.apply(&resources(
+        json!({"memory": {"limit": 256 * MIB, "swap": 512 * MIB}}),
+    ))
+    .unwrap();
+    assert_eq!(
+        read(mem.join("memory.memsw.limit_in_bytes")),
+        (512 * MIB).to_string()
+    );
     assert_eq!(stats.pids.current, 1);
     assert_eq!(stats.pids.limit, 50);
     assert_eq!(stats.hugetlb["2MB"].max, 4 * MIB);

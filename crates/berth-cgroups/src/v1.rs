@@ -147,7 +147,7 @@ pub(crate) fn apply_cpu(m: &Manager, cpu: &LinuxCpu) -> Result<(), Error> {
 
 pub(crate) fn apply_memory(m: &Manager, mem: &LinuxMemory) -> Result<(), Error> {
     let limit = mem.limit().filter(|&v| v != 0);
-    let swap = mem.swap().filter(|&v| v != 0);
+    let mut swap = mem.swap().filter(|&v| v != 0);
     let any = limit.is_some()
         || swap.is_some()
         || mem.reservation().is_some()
@@ -186,6 +186,11 @@ pub(crate) fn apply_memory(m: &Manager, mem: &LinuxMemory) -> Result<(), Error> 
     }
     let memsw = dir.join("memory.memsw.limit_in_bytes");
     let has_memsw = memsw.exists();
+    if limit == Some(-1) && swap.is_none() && has_memsw {
+        // "unlimited memory" with no swap given means both unlimited (as runc does): the
+        // kernel refuses a memory limit above a finite memsw one.
+        swap = Some(-1);
+    }
     if let Some(s) = swap
         && !has_memsw
         && s != -1

@@ -44,7 +44,8 @@
 //! path is taken below each hierarchy's mount point, a relative one below the runtime's
 //! own cgroup in each hierarchy (from `/proc/self/cgroup`), none means
 //! `/berth/<container-id>` ([`DEFAULT_PARENT`]; like runc, `destroy` leaves the shared
-//! parent in place: removing and recreating it would cost ~20 syscalls per container). The systemd `slice:prefix:name` form is refused with a clear error.
+//! parent in place: removing and recreating it would cost ~20 syscalls per container).
+//! The systemd `slice:prefix:name` form is refused with a clear error.
 //!
 //! # What the host cannot do is an error, never a silent no-op
 //!
@@ -56,8 +57,9 @@
 //!
 //! # Why not cgroups-rs
 //!
-//! The workspace lists cgroups-rs 0.3, but its hierarchy detection treats hybrid hosts as
-//! v1 only, and it scans mountinfo and builds per-controller objects on every open. This
+//! The workspace lists cgroups-rs 0.3, but its `hierarchies::auto()` treats a hybrid host
+//! as v1 only (hugetlb on the cgroup2 mount is out of reach), and it scans mountinfo and
+//! builds per-controller objects on every open. This
 //! crate writes the control files itself: a handful of open/write calls on the start
 //! path, the same formulas as runc/crun for v1 -> v2 conversions.
 

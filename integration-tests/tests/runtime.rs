@@ -483,3 +483,70 @@ fn spec_and_features() {
     assert!(err(&o).contains("systemd"), "{}", err(&o));
     let _ = default_config(&["true"]);
 }
+
+#[test]
+fn cgroups_limits_pause_update() {
+    let env = Env::new(&["sleep", "1000"]);
+    let b = env.bundle.to_str().unwrap();
+    let id = unique_id("cgrt");
+    let mut leak = LeakCheck::new(&[env.marker()]);
+    leak.add_marker(id.clone());
+    env.config(|v| {
+        v["linux"]["cgroupsPath"] = serde_json::json!(format!("/berth-rt-test/{id}"));
+        v["linux"]["resources"]["pids"] = serde_json::json!({"limit": 50});
+        v["linux"]["resources"]["memory"] = serde_json::json!({"limit": 104857600});
+    });
+    detached(&env, b, &id);
+    let dir = |ctl: &str| PathBuf::from(format!("/sys/fs/cgroup/{ctl}/berth-rt-test/{id}"));
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(read(dir("pids").join("pids.max")).trim(), "50");
+    assert_eq!(
+        read(dir("memory").join("memory.limit_in_bytes")).trim(),
+        "104857600"
+    );
+    assert!(oci(&env, &["pause", &id]).status.success());
+    let st: Value = serde_json::from_str(&text(&oci(&env, &["state", &id]))).unwrap();
+    assert_eq!(st["status"], "paused");
+    assert!(oci(&env, &["resume", &id]).status.success());
+    let st: Value = serde_json::from_str(&text(&oci(&env, &["state", &id]))).unwrap();
+    assert_eq!(st["status"], "running");
+    let res = env.dir.path().join("res.json");
+    std::fs::write(&res, r#"{"pids":{"limit":60}}"#).unwrap();
+    let o = oci(&env, &["update", "--resources", res.to_str().unwrap(), &id]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(read(dir("pids").join("pids.max")).trim(), "60");
+    let o = oci(&env, &["events", "--stats", &id]);
+    let ev: Value = serde_json::from_str(text(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(ev["type"], "stats");
+    let o = oci(&env, &["kill", "--all", &id, "KILL"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = oci(&env, &["delete", "--force", &id]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!dir("pids").exists());
+    leak.assert_clean();
+}
+
+#[test]
+fn seccomp_like_runc() {
+    let env = Env::new(&["true"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    env.config(|v| {
+        v["process"]["args"] = serde_json::json!([
+            "sh",
+            "-c",
+            "mkdir /tmp/x 2>&1; echo rc=$?; grep Seccomp: /proc/self/status"
+        ]);
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    });
+    let (ours, runc) = run_both(&env);
+    assert!(runc.status.success(), "runc: {}", err(&runc));
+    assert!(ours.status.success(), "berth-oci: {}", err(&ours));
+    assert!(text(&ours).contains("rc=1"), "{}", text(&ours));
+    assert_eq!(text(&ours), text(&runc));
+    leak.assert_clean();
+}

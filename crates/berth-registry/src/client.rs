@@ -48,7 +48,7 @@ impl Default for ClientConfig {
         ClientConfig {
             insecure_registries: Vec::new(),
             tls_for_loopback: false,
-            max_concurrent_downloads: 4,
+            max_concurrent_downloads: 6,
             max_concurrent_uploads: 4,
             retries: 5,
             backoff: Duration::from_millis(200),

@@ -285,7 +285,7 @@ impl Client {
         });
         // hashing and file writes run on a blocking thread fed by a small channel, so
         // the network never waits for the disk longer than the channel's slack
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let sink = tokio::task::spawn_blocking(move || write_chunks(writer, rx));
         let fetched = self.fetch_into(r, desc, start, &tx, progress).await;
         drop(tx);
@@ -464,9 +464,21 @@ fn write_chunks(
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> std::io::Result<BlobWriter> {
     use std::io::Write as _;
+    // network chunks are small (often 16 KiB): gather them into fewer, larger writes
+    const BATCH: usize = 256 << 10;
+    let mut buf = Vec::with_capacity(BATCH);
     while let Some(chunk) = rx.blocking_recv() {
-        writer.write_all(&chunk)?;
+        if buf.is_empty() && chunk.len() >= BATCH {
+            writer.write_all(&chunk)?;
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= BATCH {
+            writer.write_all(&buf)?;
+            buf.clear();
+        }
     }
+    writer.write_all(&buf)?;
     Ok(writer)
 }
 

@@ -18,6 +18,8 @@ const V1_VIEW: &str = r#"set -e
 mount --make-rprivate /
 mounts=$(awk '$3=="cgroup" {print $2, $4}' /proc/self/mounts)
 links=$(for l in /sys/fs/cgroup/*; do [ -L "$l" ] && echo "$(basename "$l") $(readlink "$l")"; done; true)
+# Unmount the host view first: shadowed mounts would still show in mountinfo.
+umount -R /sys/fs/cgroup
 mount -t tmpfs -o mode=755 berth-bench-cgroup /sys/fs/cgroup
 echo "$mounts" | while read -r mp opts; do
   [ -n "$mp" ] || continue
@@ -25,7 +27,7 @@ echo "$mounts" | while read -r mp opts; do
   mkdir -p "$mp"
   mount -t cgroup -o "$o" cgroup "$mp"
 done
-echo "$links" | while read -r name target; do [ -n "$name" ] && ln -s "$target" "/sys/fs/cgroup/$name"; done
+echo "$links" | while read -r name target; do if [ -n "$name" ]; then ln -s "$target" "/sys/fs/cgroup/$name"; fi; done
 exec "$@"
 "#;
 

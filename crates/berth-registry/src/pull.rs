@@ -285,7 +285,7 @@ impl Client {
         });
         // hashing and file writes run on a blocking thread fed by a small channel, so
         // the network never waits for the disk longer than the channel's slack
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let sink = tokio::task::spawn_blocking(move || write_chunks(writer, rx));
         let fetched = self.fetch_into(r, desc, start, &tx, progress).await;
         drop(tx);

@@ -48,7 +48,11 @@ pub fn run(r: &mut Report) -> Result<()> {
         snapshots.display(),
         bundle.display()
     );
-    let ours = format!("{} --root {} image unpack {tag}", berth.display(), root.display());
+    let ours = format!(
+        "{} --root {} image unpack {tag}",
+        berth.display(),
+        root.display()
+    );
     let umoci = format!(
         "umoci unpack --image {}:{tag} {}",
         store_dir.display(),
@@ -66,9 +70,16 @@ pub fn run(r: &mut Report) -> Result<()> {
     for e in std::fs::read_dir(&snapshots)?.flatten() {
         clean(&e.path());
     }
-    let rss_ours = peak_rss_mib(Command::new("sh").args(["-c", &format!("exec {ours} >/dev/null")]))?;
-    let rss_umoci = peak_rss_mib(Command::new("sh").args(["-c", &format!("exec {umoci} >/dev/null 2>&1")]))?;
-    r.metric("image: unpack peak RSS", "MiB", rss_ours, &[("umoci", rss_umoci)]);
+    let rss_ours =
+        peak_rss_mib(Command::new("sh").args(["-c", &format!("exec {ours} >/dev/null")]))?;
+    let rss_umoci =
+        peak_rss_mib(Command::new("sh").args(["-c", &format!("exec {umoci} >/dev/null 2>&1")]))?;
+    r.metric(
+        "image: unpack peak RSS",
+        "MiB",
+        rss_ours,
+        &[("umoci", rss_umoci)],
+    );
     clean(&bundle);
     Ok(())
 }

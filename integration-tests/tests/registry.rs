@@ -711,4 +711,52 @@ mod client {
         );
         Ok(())
     }
+
+    #[test]
+    fn large_blobs_go_up_in_patch_chunks() -> Result<()> {
+        let reg = Registry::start(Auth::basic("carol", "chunky"))?;
+        let dir = tempfile::tempdir()?;
+        let name = format!("{}/chunked/img:1", reg.addr());
+        let (store, digest) = store_with_busybox(dir.path(), &name)?;
+        let mut config = ClientConfig {
+            docker_config: Some("".into()),
+            chunk_size: 100 << 10,
+            ..Default::default()
+        };
+        config
+            .credentials
+            .insert(reg.addr().to_owned(), Credentials::new("carol", "chunky"));
+        let chunked = Client::new(config)?;
+        let (sink, seen) = events();
+        let rt = rt();
+        let pushed = rt.block_on(chunked.push(
+            &store,
+            &name,
+            &ImageRef::parse(&name)?,
+            &PushOptions::default(),
+            sink,
+        ))?;
+        assert_eq!(pushed.digest, digest);
+        // the busybox layer is ~1 MiB: several PATCH chunks, each reported
+        let progress = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Progress { .. }))
+            .count();
+        assert!(
+            progress >= 5,
+            "expected several chunks, saw {progress} progress events"
+        );
+        let dst = tempfile::tempdir()?;
+        let dst_store = Store::open(&dst.path().join("images"))?;
+        let pulled = rt.block_on(client_for(&reg).pull(
+            &dst_store,
+            &ImageRef::parse(&name)?,
+            &PullOptions::default(),
+            berth_registry::progress::discard(),
+        ))?;
+        assert_eq!(pulled.manifest.digest().to_string(), digest);
+        Ok(())
+    }
 }

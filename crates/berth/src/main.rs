@@ -26,7 +26,12 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// Root of persistent data (images, metadata).
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
     pub root: PathBuf,
     /// Root of runtime state (running containers).
     #[arg(long, global = true, env = "BERTH_STATE", default_value = "/run/berth")]

@@ -20,7 +20,11 @@ mod runtime;
 /// (name, function) of every benchmark suite; `cargo xtask bench NAME` runs a subset.
 type Suite = fn(&mut Report) -> Result<()>;
 
-const SUITES: &[(&str, Suite)] = &[("runtime", runtime::run), ("image", image::run), ("registry", registry::run)];
+const SUITES: &[(&str, Suite)] = &[
+    ("runtime", runtime::run),
+    ("image", image::run),
+    ("registry", registry::run),
+];
 
 /// One measured figure of one contender.
 #[derive(Debug, Clone)]

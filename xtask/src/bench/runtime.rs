@@ -137,6 +137,10 @@ pub fn run(r: &mut Report) -> Result<()> {
         ("runc", runc.clone(), work.path().join("root-runc")),
     ];
     let b = bundle.display().to_string();
+    // The steps need a container that is still running at kill time.
+    let sleeper =
+        integration_tests::busybox_bundle(&work.path().join("sleeper"), &["sleep", "1000"])?;
+    let bs = sleeper.display().to_string();
     let line = |bin: &Path, root: &Path, verb: &str, id: &str| -> String {
         match verb {
             "run" | "create" => format!(
@@ -180,15 +184,23 @@ pub fn run(r: &mut Report) -> Result<()> {
             let id = format!("step-{l}");
             let mut p = del(bin, root, &id);
             if pre.starts_with("create") {
-                p += &format!(" && {}", line(bin, root, "create", &id));
+                p += &format!(
+                    " && {} --root {} create --bundle {bs} {id} </dev/null >/dev/null 2>&1",
+                    bin.display(),
+                    root.display()
+                );
             }
             if pre == "create+start" {
                 p += &format!(" && {}", line(bin, root, "start", &id));
             }
-            let cmd = if verb == "kill" {
-                line(bin, root, "kill", &id) + " KILL"
-            } else {
-                line(bin, root, verb, &id)
+            let cmd = match verb {
+                "kill" => line(bin, root, "kill", &id) + " KILL",
+                "create" => format!(
+                    "{} --root {} create --bundle {bs} {id} </dev/null >/dev/null 2>&1",
+                    bin.display(),
+                    root.display()
+                ),
+                _ => line(bin, root, verb, &id),
             };
             cmds.push((*l, cmd));
             prepares.push(p);

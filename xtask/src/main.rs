@@ -49,6 +49,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The one clippy invocation, shared by `test` and `lint`.
+const CLIPPY: &[&str] = &[
+    "clippy",
+    "--workspace",
+    "--all-targets",
+    "--locked",
+    "--",
+    "-D",
+    "warnings",
+];
+
 /// Steps of `test`, each reported in the summary.
 fn test(filters: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
@@ -77,17 +88,7 @@ fn test(filters: &[String]) -> Result<()> {
     if ok {
         step("fixtures", &mut || fixtures().map(|_| ()));
         step("fmt", &mut || util::cargo(&["fmt", "--all", "--check"]));
-        step("clippy", &mut || {
-            util::cargo(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ])
-        });
+        step("clippy", &mut || util::cargo(CLIPPY));
         step("tests", &mut || run_tests(&filters));
         step("doc tests", &mut || {
             util::cargo(&["test", "--workspace", "--doc", "--locked"])
@@ -173,15 +174,7 @@ pub fn fixtures() -> Result<std::path::PathBuf> {
 
 fn lint() -> Result<()> {
     util::cargo(&["fmt", "--all", "--check"])?;
-    util::cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--locked",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
+    util::cargo(CLIPPY)?;
     if !util::command_ok("cargo", &["deny", "--version"]) {
         util::banner("installing cargo-deny");
         util::cargo(&["install", "--locked", "cargo-deny"])?;

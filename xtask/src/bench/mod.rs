@@ -63,8 +63,6 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-// suites call these; until the first one registers, nothing does
-#[allow(dead_code)]
 impl Report {
     pub fn dir() -> PathBuf {
         util::target_dir().join("bench")
@@ -78,21 +76,44 @@ impl Report {
         commands: &[(&str, String)],
         extra: &[&str],
     ) -> Result<()> {
+        self.hyperfine_via(name, commands, extra, |argv| {
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            cmd
+        })
+    }
+
+    /// [`Report::hyperfine`] with the hyperfine command line (`argv[0]` is
+    /// "hyperfine") handed to `wrap`, for cases that must run inside a prepared
+    /// environment such as a private mount namespace.
+    pub fn hyperfine_via(
+        &mut self,
+        name: &str,
+        commands: &[(&str, String)],
+        extra: &[&str],
+        wrap: impl FnOnce(&[String]) -> Command,
+    ) -> Result<()> {
         if commands.is_empty() {
             bail!("bench case {name}: no commands");
         }
         let dir = Self::dir();
         std::fs::create_dir_all(&dir)?;
         let json = dir.join(format!("{}.json", slug(name)));
-        let mut cmd = Command::new("hyperfine");
-        cmd.args(["--style", "basic", "--export-json"])
-            .arg(&json)
-            .args(extra);
+        let mut argv: Vec<String> = ["hyperfine", "--style", "basic", "--export-json"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        argv.push(json.display().to_string());
+        argv.extend(extra.iter().map(|s| s.to_string()));
         for (label, command) in commands {
-            cmd.args(["--command-name", label]).arg(command);
+            argv.extend([
+                "--command-name".to_owned(),
+                (*label).to_owned(),
+                command.clone(),
+            ]);
         }
         util::banner(&format!("bench: {name}"));
-        util::run(&mut cmd).with_context(|| format!("hyperfine for {name}"))?;
+        util::run(&mut wrap(&argv)).with_context(|| format!("hyperfine for {name}"))?;
         let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
         let results = parsed["results"]
             .as_array()
@@ -177,7 +198,6 @@ impl Report {
     }
 }
 
-#[allow(dead_code)]
 fn slug(name: &str) -> String {
     name.chars()
         .map(|c| {

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Case, Figure, Report};
+use super::Report;
 use crate::util;
 
 /// Shell prologue building the cgroup-v1-only view, then `exec "$@"`.
@@ -37,52 +37,14 @@ fn in_v1_view(args: &[String]) -> Command {
     c
 }
 
-/// hyperfine inside the v1 view; records the medians like `Report::hyperfine`.
+/// hyperfine inside the v1 view.
 fn hyperfine(
     r: &mut Report,
     name: &str,
     commands: &[(&str, String)],
     extra: &[&str],
 ) -> Result<()> {
-    let dir = Report::dir();
-    std::fs::create_dir_all(&dir)?;
-    let slug: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let json = dir.join(format!("{slug}.json"));
-    let mut args: Vec<String> = ["hyperfine", "--style", "basic", "--export-json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(json.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    for (label, cmd) in commands {
-        args.push("--command-name".into());
-        args.push((*label).into());
-        args.push(cmd.clone());
-    }
-    util::banner(&format!("bench: {name}"));
-    util::run(&mut in_v1_view(&args)).with_context(|| format!("hyperfine for {name}"))?;
-    let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
-    let results = parsed["results"]
-        .as_array()
-        .context("hyperfine json without results")?;
-    let figures = results
-        .iter()
-        .zip(commands)
-        .map(|(r, (label, _))| Figure {
-            label: (*label).to_owned(),
-            value: r["median"].as_f64().unwrap_or(f64::NAN) * 1000.0,
-            spread: r["stddev"].as_f64().map(|s| s * 1000.0),
-        })
-        .collect();
-    r.cases.push(Case {
-        name: name.into(),
-        unit: "ms".into(),
-        figures,
-    });
-    Ok(())
+    r.hyperfine_via(name, commands, extra, in_v1_view)
 }
 
 /// Peak RSS (KiB) of one `run`, measured by /usr/bin/time inside the v1 view.

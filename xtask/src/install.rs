@@ -18,6 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("skopeo", "image interop and pull/push peer"),
     ("umoci", "image interop peer"),
     ("podman", "engine peer"),
+    ("buildah", "oracle for the Dockerfile parser"),
     ("containerd", "engine peer"),
     ("libseccomp-dev", "libseccomp for berth-seccomp"),
     ("pkg-config", "finding libseccomp at build time"),
@@ -28,6 +29,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("time", "peak RSS in benchmarks"),
     ("curl", "demo and fetch checks"),
     ("util-linux", "unshare, nsenter, mount"),
+    ("procps", "ps in tests"),
 ];
 
 fn installed(package: &str) -> bool {

@@ -57,7 +57,7 @@
 //!
 //! # Why not cgroups-rs
 //!
-//! The workspace lists cgroups-rs 0.3, but its `hierarchies::auto()` treats a hybrid host
+//! DESIGN.md named cgroups-rs, but its `hierarchies::auto()` treats a hybrid host
 //! as v1 only (hugetlb on the cgroup2 mount is out of reach), and it scans mountinfo and
 //! builds per-controller objects on every open. This
 //! crate writes the control files itself: a handful of open/write calls on the start

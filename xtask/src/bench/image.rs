@@ -2,26 +2,11 @@
 //! vs `umoci unpack` (both from the same OCI layout, both to disk).
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
-use super::Report;
+use super::{Report, peak_rss_mib};
 use crate::util;
-
-/// Runs `cmd` and returns its peak RSS in MiB (from wait4's rusage).
-fn peak_rss_mib(cmd: &mut Command) -> Result<f64> {
-    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; zeroed is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own child; status and usage are valid out pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{cmd:?} failed (status {status})");
-    }
-    Ok(usage.ru_maxrss as f64 / 1024.0)
-}
 
 pub fn run(r: &mut Report) -> Result<()> {
     let berth = util::target_dir().join("release/berth");
@@ -70,10 +55,8 @@ pub fn run(r: &mut Report) -> Result<()> {
     for e in std::fs::read_dir(&snapshots)?.flatten() {
         clean(&e.path());
     }
-    let rss_ours =
-        peak_rss_mib(Command::new("sh").args(["-c", &format!("exec {ours} >/dev/null")]))?;
-    let rss_umoci =
-        peak_rss_mib(Command::new("sh").args(["-c", &format!("exec {umoci} >/dev/null 2>&1")]))?;
+    let rss_ours = peak_rss_mib(&ours)?;
+    let rss_umoci = peak_rss_mib(&umoci)?;
     r.metric(
         "image: unpack peak RSS",
         "MiB",

@@ -198,6 +198,28 @@ impl Report {
     }
 }
 
+/// Peak RSS in MiB of one run of the shell command `command`, as GNU time reports it.
+///
+/// Measured from a small forked parent on purpose: a child spawned straight from xtask
+/// (vfork-style) starts with xtask's own RSS high-water mark, which floors the figure.
+pub fn peak_rss_mib(command: &str) -> Result<f64> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "berth-peak-rss %M", "sh", "-c"])
+        .arg(format!("exec {command} >/dev/null 2>&1"))
+        .output()
+        .context("running /usr/bin/time (package `time`)")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("`{command}` failed ({}): {err}", out.status);
+    }
+    let kib: f64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("berth-peak-rss "))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no peak RSS from /usr/bin/time for `{command}`: {err}"))?;
+    Ok(kib / 1024.0)
+}
+
 fn slug(name: &str) -> String {
     name.chars()
         .map(|c| {

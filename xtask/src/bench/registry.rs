@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::Report;
+use super::{Report, peak_rss_mib};
 use crate::util;
 
 /// A docker-registry on a free loopback port with its storage under `dir`.
@@ -79,24 +79,6 @@ fn answers(addr: &str) -> bool {
     }
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.")
-}
-
-/// Runs `cmd` and returns its peak RSS in MiB.
-fn peak_rss_mib(cmd: &mut Command) -> Result<f64> {
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; zeroed is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own child; status and usage are valid out pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{cmd:?} failed (status {status})");
-    }
-    Ok(usage.ru_maxrss as f64 / 1024.0)
 }
 
 fn sh(cmd: &str) -> Command {
@@ -224,16 +206,16 @@ pub fn run(r: &mut Report) -> Result<()> {
 
     // peak RSS of one download-only pull each
     util::run(&mut sh(&clean_dst))?;
-    let ours = peak_rss_mib(&mut sh(&format!(
-        "exec {} --root {} pull -q --no-unpack {name}",
+    let ours = peak_rss_mib(&format!(
+        "{} --root {} pull -q --no-unpack {name}",
         berth.display(),
         dst.display()
-    )))?;
+    ))?;
     util::run(&mut sh(&clean_sko))?;
-    let skopeo = peak_rss_mib(&mut sh(&format!(
-        "exec skopeo copy -q --src-tls-verify=false docker://{name} oci:{}:gen",
+    let skopeo = peak_rss_mib(&format!(
+        "skopeo copy -q --src-tls-verify=false docker://{name} oci:{}:gen",
         sko.display()
-    )))?;
+    ))?;
     r.metric(
         "registry pull peak RSS (download only)",
         "MiB",

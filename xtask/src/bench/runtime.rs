@@ -204,6 +204,6 @@ pub fn run(r: &mut Report) -> Result<()> {
         size(&ours),
         &[("crun", size(&crun)), ("runc", size(&runc))],
     );
-    r.note("runtime: all three run in a private mount namespace whose /sys/fs/cgroup is a tmpfs with only the v1 hierarchies (crun refuses hybrid); berth-oci re-executes from a sealed memfd for create/run/exec (CVE-2019-5736), included in its figures");
+    r.note("runtime: all three run in a private mount namespace whose /sys/fs/cgroup is a tmpfs with only the v1 hierarchies (crun refuses hybrid); berth-oci re-executes once from a detached read-only bind mount of itself for create/run/exec (CVE-2019-5736 protection), included in its figures");
     Ok(())
 }

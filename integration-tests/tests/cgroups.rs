@@ -494,3 +494,115 @@ fn v2_inner() {
     cg.destroy().unwrap();
     assert!(!dir.exists());
 }
+
+/// Env var telling the re-executed test binary it runs inside the v1-only view.
+const V1_VIEW_INNER: &str = "BERTH_CGROUPS_V1_VIEW_INNER";
+
+/// The view crun needs on this hybrid host: a private mount namespace whose
+/// /sys/fs/cgroup is a fresh tmpfs with bind mounts of the v1 hierarchies only. The
+/// host's old mounts (the cgroup2 one at /sys/fs/cgroup/unified included) are still
+/// listed in mountinfo, shadowed; berth-cgroups must see a plain v1 host.
+#[test]
+fn v1_only_view_over_shadowed_hybrid_mounts() {
+    require_root();
+    let unshare = require_cmd("unshare");
+    let exe = std::env::current_exe().unwrap();
+    let id = unique_id("cgt-v1view");
+    let leaks = LeakCheck::new(std::slice::from_ref(&id));
+    let saved = std::env::temp_dir().join(&id);
+    std::fs::create_dir(&saved).unwrap();
+    // Save the host hierarchies, cover /sys/fs/cgroup, re-mount each v1 hierarchy
+    // (statfs type cgroupfs; the cgroup2 one is cgroup2fs) and drop the saved copy so
+    // only the new mounts and the shadowed old ones remain in mountinfo.
+    let script = r#"set -e
+S="$1"
+mount --rbind /sys/fs/cgroup "$S"
+mount -t tmpfs tmpfs /sys/fs/cgroup
+for d in "$S"/*; do
+  [ -L "$d" ] && continue
+  [ "$(stat -f -c %T "$d")" = cgroupfs ] || continue
+  h="${d##*/}"
+  mkdir /sys/fs/cgroup/"$h"
+  mount --bind "$d" /sys/fs/cgroup/"$h"
+done
+umount -R "$S"
+exec "$0" --exact v1_view_inner --ignored --nocapture --test-threads 1"#;
+    let out = Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(&exe)
+        .arg(&saved)
+        .env(V1_VIEW_INNER, &id)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&saved);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "inner test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test v1_view_inner ... ok"),
+        "inner test did not run:\n{stdout}\n{stderr}"
+    );
+    // The bind mounts show the host's hierarchies: nothing may remain in any of them.
+    for h in ["memory", "pids", "cpu", "systemd", "unified"] {
+        let p = format!("/sys/fs/cgroup/{h}/berth/{id}");
+        assert!(!Path::new(&p).exists(), "{p} left behind");
+    }
+    leaks.assert_clean();
+}
+
+/// Runs only inside `v1_only_view_over_shadowed_hybrid_mounts`.
+#[test]
+#[ignore = "run by v1_only_view_over_shadowed_hybrid_mounts"]
+fn v1_view_inner() {
+    let id = std::env::var(V1_VIEW_INNER)
+        .expect("only run from v1_only_view_over_shadowed_hybrid_mounts");
+    let mountinfo = read("/proc/self/mountinfo");
+    assert!(
+        mountinfo.contains(" /sys/fs/cgroup/unified "),
+        "the shadowed cgroup2 mount is still listed (the case under test):\n{mountinfo}"
+    );
+    assert!(!Path::new("/sys/fs/cgroup/unified").exists());
+    assert_eq!(berth_cgroups::detect_layout().unwrap(), Layout::V1);
+    let support = berth_cgroups::host_support().unwrap();
+    assert!(support.v2_controllers.is_empty(), "{support:?}");
+    assert!(support.has("memory") && support.has("pids"));
+    let cg = berth_cgroups::open(None, &id).unwrap();
+    assert_eq!(cg.layout(), Layout::V1);
+    assert_eq!(cg.v2_dir(), None);
+    let paths = cg.paths();
+    assert_eq!(paths.len(), 9, "the 9 v1 hierarchies only: {paths:?}");
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.starts_with("/sys/fs/cgroup/unified")),
+        "{paths:?}"
+    );
+    cg.create().unwrap();
+    let _guard = Guard(&*cg);
+    let mem = PathBuf::from(format!("/sys/fs/cgroup/memory/berth/{id}"));
+    assert!(mem.is_dir());
+    cg.apply(&resources(
+        json!({"memory": {"limit": 64 * MIB}, "pids": {"limit": 20}}),
+    ))
+    .unwrap();
+    assert_eq!(
+        read(mem.join("memory.limit_in_bytes")),
+        (64 * MIB).to_string()
+    );
+
+    let mut child = sleeper();
+    let pid = child.0.id() as i32;
+    cg.add_process(pid).unwrap();
+    assert_eq!(cg.pids().unwrap(), vec![pid]);
+    let own = read(format!("/proc/{pid}/cgroup"));
+    assert!(own.contains(&format!(":memory:/berth/{id}")), "{own}");
+    assert!(own.contains(&format!(":pids:/berth/{id}")), "{own}");
+
+    cg.kill_all(Signal::SIGKILL).unwrap();
+    assert_eq!(wait_signal(&mut child.0), Some(9));
+    cg.destroy().unwrap();
+    assert_gone(&paths);
+}

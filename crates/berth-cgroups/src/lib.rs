@@ -34,6 +34,10 @@
 //!   enables it in the ancestors' `cgroup.subtree_control` when the config asks for it.
 //!   `kill_all(SIGKILL)` uses that directory's `cgroup.kill`.
 //!
+//! Detection reads mountinfo once and ignores mounts a later mount shadows (on the same
+//! point or a parent): a private namespace with a fresh tmpfs on /sys/fs/cgroup holding
+//! only the v1 hierarchies (what crun needs on a hybrid host) is a V1 host.
+//!
 //! Device rules: v1 `devices.allow`/`devices.deny`; on v2 an eBPF
 //! `BPF_PROG_TYPE_CGROUP_DEVICE` program generated from the rules (last match wins, as
 //! in v1) replaces any device program attached before.

@@ -88,16 +88,38 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Parse `/proc/self/mountinfo` text into the host's cgroup mounts. The first mount of a
-/// hierarchy wins (later ones are bind mounts of the same thing). Returns `None` when no
-/// cgroup filesystem is mounted.
+/// `true` if a mount at `later` hides one at `earlier`: same mount point or a parent
+/// directory of it. Both are raw (still escaped) mountinfo fields; escaping never
+/// produces `/`, so comparing them raw is exact.
+fn covers(later: &str, earlier: &str) -> bool {
+    match earlier.strip_prefix(later) {
+        Some(rest) => rest.is_empty() || later.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Parse `/proc/self/mountinfo` text into the host's cgroup mounts. Returns `None` when
+/// no visible cgroup filesystem is mounted.
+///
+/// mountinfo lists mounts in mount order and keeps the ones a later mount has shadowed
+/// (e.g. the host's `/sys/fs/cgroup/unified` after a fresh tmpfs went on
+/// `/sys/fs/cgroup` in a private mount namespace): a mount counts only if no later mount
+/// sits on its mount point or on a parent directory of it. Among visible mounts the
+/// first one of a hierarchy wins (later ones are bind mounts of the same thing).
 pub(crate) fn parse_mountinfo(text: &str) -> Option<HostMounts> {
-    let mut v1: Vec<V1Mount> = Vec::new();
-    let mut v2: Option<V2Mount> = None;
+    // Raw mount point of every line, and the indices of the cgroup ones, so the
+    // shadowing check is one pass plus a scan of the lines after each cgroup mount.
+    let mut points: Vec<&str> = Vec::new();
+    let mut cgroup_lines: Vec<(usize, &str, &str, &str, &str)> = Vec::new();
     for line in text.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
             continue;
         };
+        let mut l = left.split(' ');
+        let (Some(root), Some(mount_point)) = (l.nth(3), l.next()) else {
+            continue;
+        };
+        points.push(mount_point);
         let mut r = right.split(' ');
         let fstype = r.next().unwrap_or("");
         if fstype != "cgroup" && fstype != "cgroup2" {
@@ -105,10 +127,17 @@ pub(crate) fn parse_mountinfo(text: &str) -> Option<HostMounts> {
         }
         let _source = r.next();
         let superopts = r.next().unwrap_or("");
-        let mut l = left.split(' ');
-        let (Some(root), Some(mount_point)) = (l.nth(3), l.next()) else {
+        cgroup_lines.push((points.len() - 1, fstype, root, mount_point, superopts));
+    }
+    let mut v1: Vec<V1Mount> = Vec::new();
+    let mut v2: Option<V2Mount> = None;
+    for (i, fstype, root, mount_point, superopts) in cgroup_lines {
+        if points[i + 1..]
+            .iter()
+            .any(|later| covers(later, mount_point))
+        {
             continue;
-        };
+        }
         let root = unescape(root);
         let mount_point = PathBuf::from(unescape(mount_point));
         if fstype == "cgroup2" {
@@ -229,6 +258,76 @@ mod tests {
             m.v2.unwrap().mount_point,
             PathBuf::from("/sys/fs/cgroup/unified")
         );
+    }
+
+    /// The view crun needs on this hybrid host, built in a private mount namespace: the
+    /// host's mounts (still listed, now shadowed), a fresh tmpfs on /sys/fs/cgroup, then
+    /// bind mounts of the v1 hierarchies only (from a copy saved at /run/saved-cg).
+    fn shadowed_view(rebound: &[&str]) -> String {
+        let mut text = HYBRID.to_string();
+        text.push_str("500 31 0:90 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n");
+        for (i, h) in rebound.iter().enumerate() {
+            let opts = if *h == "systemd" {
+                "name=systemd".to_string()
+            } else {
+                h.to_string()
+            };
+            text.push_str(&format!(
+                "{} 500 0:{} / /sys/fs/cgroup/{h} rw,relatime - cgroup cgroup rw,{opts}\n",
+                501 + i,
+                29 + i
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn tmpfs_over_cgroup_root_hides_old_mounts() {
+        let all_v1 = [
+            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+        ];
+        let m = parse_mountinfo(&shadowed_view(&all_v1)).unwrap();
+        assert_eq!(m.layout, Layout::V1, "the old cgroup2 mount is shadowed");
+        assert_eq!(m.v2, None);
+        assert_eq!(m.v1.len(), 9);
+        assert_eq!(m.v1[3].controllers, vec!["memory"]);
+        assert_eq!(m.v1[3].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(m.v1[8].controllers, vec!["name=systemd"]);
+    }
+
+    #[test]
+    fn only_remounted_hierarchies_are_visible() {
+        let m = parse_mountinfo(&shadowed_view(&["memory", "pids"])).unwrap();
+        assert_eq!(m.layout, Layout::V1);
+        assert_eq!(m.v2, None);
+        let got: Vec<_> = m.v1.iter().map(|v| v.controllers.join(",")).collect();
+        assert_eq!(got, vec!["memory", "pids"]);
+    }
+
+    #[test]
+    fn tmpfs_alone_over_cgroup_root_is_no_cgroups() {
+        assert!(parse_mountinfo(&shadowed_view(&[])).is_none());
+    }
+
+    #[test]
+    fn mount_on_same_point_hides_only_that_one() {
+        let mut text = HYBRID.to_string();
+        text.push_str("600 35 0:91 / /sys/fs/cgroup/memory rw - tmpfs tmpfs rw\n");
+        text.push_str("601 31 0:92 / /sys/fs/cgroup/memory2 rw - tmpfs tmpfs rw\n");
+        let m = parse_mountinfo(&text).unwrap();
+        assert_eq!(m.layout, Layout::Hybrid);
+        assert_eq!(m.v1.len(), 8);
+        assert!(m.v1.iter().all(|v| v.controllers != ["memory"]));
+        assert!(m.v1.iter().any(|v| v.controllers == ["cpu"]));
+    }
+
+    #[test]
+    fn covering_is_by_path_component() {
+        assert!(covers("/sys/fs/cgroup", "/sys/fs/cgroup"));
+        assert!(covers("/sys/fs/cgroup", "/sys/fs/cgroup/unified"));
+        assert!(covers("/", "/sys/fs/cgroup"));
+        assert!(!covers("/sys/fs/cgroup/memory", "/sys/fs/cgroup/memory2"));
+        assert!(!covers("/sys/fs/cgroup/unified", "/sys/fs/cgroup"));
     }
 
     #[test]

@@ -550,3 +550,39 @@ fn seccomp_like_runc() {
     assert_eq!(text(&ours), text(&runc));
     leak.assert_clean();
 }
+
+/// `events | head -1`: when the reader goes away the runtime exits quietly, no panic.
+#[test]
+fn events_exits_quietly_when_stdout_closes() {
+    use std::io::BufRead;
+    let env = Env::new(&["sleep", "1000"]);
+    let b = env.bundle.to_str().unwrap();
+    let id = unique_id("evrt");
+    let mut leak = LeakCheck::new(&[env.marker()]);
+    leak.add_marker(id.clone());
+    env.config(|v| {
+        v["linux"]["cgroupsPath"] = serde_json::json!(format!("/berth-rt-test/{id}"));
+    });
+    detached(&env, b, &id);
+    let mut child = Command::new(berth())
+        .arg("--root")
+        .arg(env.root("berth"))
+        .args(["events", "--interval", "1s", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["type"], "stats");
+    // The reader is dropped: the next write (a second later) meets a closed pipe.
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "events: {:?} {}", o.status, err(&o));
+    assert!(!err(&o).contains("panicked"), "{}", err(&o));
+    let o = oci(&env, &["delete", "--force", &id]);
+    assert!(o.status.success(), "{}", err(&o));
+    leak.assert_clean();
+}

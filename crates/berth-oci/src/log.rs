@@ -6,7 +6,8 @@ use std::io::Write;
 
 /// Report an error.
 pub fn error(cli: &Cli, msg: &str) {
-    eprintln!("berth-oci: {msg}");
+    // Not eprintln!: it panics when stderr is closed.
+    let _ = writeln!(std::io::stderr().lock(), "berth-oci: {msg}");
     write(cli, "error", msg);
 }
 

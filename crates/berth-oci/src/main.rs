@@ -18,6 +18,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `println!` panics when stdout is gone (a reader closed the pipe early); this returns
+/// the write error instead, and `main` turns a broken pipe into a quiet exit.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // CVE-2019-5736: verbs that exec into a container run from a sealed memfd copy.
@@ -29,11 +38,20 @@ fn main() -> ExitCode {
     }
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             log::error(&cli, &format!("{e:#}"));
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether the error is stdout's reader going away (`berth-oci events | head -1`).
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn abs(p: &Path) -> PathBuf {
@@ -68,7 +86,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
         }
         Cmd::State(a) => {
             let s = c::state(&root, &a.id)?;
-            println!("{}", serde_json::to_string_pretty(&s.to_spec_json())?);
+            out!("{}", serde_json::to_string_pretty(&s.to_spec_json())?);
             Ok(0)
         }
         Cmd::Kill(a) => {
@@ -85,7 +103,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             let s = c::state(&root, &a.id)?;
             let pids = c::pids(&s)?;
             if a.format == "json" {
-                println!("{}", serde_json::to_string(&pids)?);
+                out!("{}", serde_json::to_string(&pids)?);
                 return Ok(0);
             }
             let mut args = a.ps_args.clone();
@@ -103,14 +121,14 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                 .split_whitespace()
                 .position(|h| h == "PID")
                 .context("ps output has no PID column")?;
-            println!("{header}");
+            out!("{header}");
             for l in lines {
                 if l.split_whitespace()
                     .nth(col)
                     .and_then(|p| p.parse::<i32>().ok())
                     .is_some_and(|p| pids.contains(&p))
                 {
-                    println!("{l}");
+                    out!("{l}");
                 }
             }
             Ok(0)
@@ -119,15 +137,19 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             let all = c::list(&root)?;
             if a.quiet {
                 for s in &all {
-                    println!("{}", s.id);
+                    out!("{}", s.id);
                 }
             } else if a.format == "json" {
                 let v: Vec<_> = all.iter().map(State::to_spec_json).collect();
-                println!("{}", serde_json::to_string(&v)?);
+                out!("{}", serde_json::to_string(&v)?);
             } else {
-                println!(
+                out!(
                     "{:<20} {:<8} {:<10} {:<40} {:<30} OWNER",
-                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                    "ID",
+                    "PID",
+                    "STATUS",
+                    "BUNDLE",
+                    "CREATED"
                 );
                 for s in &all {
                     let pid = if s.status == Status::Stopped {
@@ -135,7 +157,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
                     } else {
                         s.pid
                     };
-                    println!(
+                    out!(
                         "{:<20} {:<8} {:<10} {:<40} {:<30} {}",
                         s.id,
                         pid,
@@ -173,7 +195,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Events(a) => loop {
-            println!("{}", c::stats(&root, &a.id)?);
+            out!("{}", c::stats(&root, &a.id)?);
             if a.stats {
                 return Ok(0);
             }
@@ -194,7 +216,7 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Features => {
-            println!("{}", serde_json::to_string_pretty(&specgen::features())?);
+            out!("{}", serde_json::to_string_pretty(&specgen::features())?);
             Ok(0)
         }
     }

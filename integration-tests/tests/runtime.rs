@@ -586,3 +586,89 @@ fn events_exits_quietly_when_stdout_closes() {
     assert!(o.status.success(), "{}", err(&o));
     leak.assert_clean();
 }
+
+/// Receive the pty master that `create --console-socket` sends over SCM_RIGHTS.
+fn recv_master(l: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let (s, _) = l.accept().unwrap();
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this fd in our table; we own it.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd in the console socket message");
+}
+
+/// Read the pty until the slave side is closed (EIO) or 20 s pass.
+fn read_pty(master: &std::os::fd::OwnedFd) -> String {
+    use nix::poll::{PollFd, PollFlags, poll};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut out = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, 500u16).unwrap() == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(master.as_fd(), &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `create --console-socket` with `process.terminal`: the engine gets the pty master,
+/// and the process sees a /dev/pts terminal as stdio, as with runc.
+fn terminal_run(env: &Env, rt: &Path, tag: &str) -> String {
+    let sock = env.dir.path().join(format!("console-{tag}.sock"));
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let id = unique_id(tag);
+    let receiver = std::thread::spawn(move || recv_master(&l));
+    let errf = env.dir.path().join(format!("stderr-{tag}"));
+    let st = Command::new(rt)
+        .arg("--root")
+        .arg(env.root(tag))
+        .args(["create", "--console-socket", sock.to_str().unwrap()])
+        .args(["--bundle", env.bundle.to_str().unwrap(), &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&errf).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "{tag} create: {}",
+        std::fs::read_to_string(&errf).unwrap_or_default()
+    );
+    let master = receiver.join().unwrap();
+    let o = cmd(rt, &env.root(tag), &["start", &id]);
+    assert!(o.status.success(), "{tag} start: {}", err(&o));
+    let out = read_pty(&master);
+    let o = cmd(rt, &env.root(tag), &["delete", "--force", &id]);
+    assert!(o.status.success(), "{tag} delete: {}", err(&o));
+    out
+}
+
+#[test]
+fn terminal_over_console_socket_like_runc() {
+    let env = Env::new(&["sh", "-c", "tty; echo ok"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    env.config(|v| v["process"]["terminal"] = serde_json::json!(true));
+    let ours = terminal_run(&env, &berth(), "berth");
+    let runc = terminal_run(&env, &require_cmd("runc"), "runc");
+    assert!(
+        ours.contains("/dev/pts/0"),
+        "berth-oci pty output: {ours:?}"
+    );
+    assert!(ours.contains("ok"), "berth-oci pty output: {ours:?}");
+    assert_eq!(ours, runc);
+    leak.assert_clean();
+}

@@ -672,3 +672,47 @@ fn terminal_over_console_socket_like_runc() {
     assert_eq!(ours, runc);
     leak.assert_clean();
 }
+
+#[test]
+fn user_namespace_mappings_like_runc() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(&[
+        "sh",
+        "-c",
+        "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; ls -ld /; touch /tmp/w && echo wrote",
+    ]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    // The mapped root is an unprivileged host uid: it must be able to reach and own
+    // the rootfs.
+    for p in [env.dir.path(), env.bundle.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let rootfs = env.bundle.join("rootfs");
+    let st = Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    env.config(|v| {
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map;
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+    });
+    let (ours, runc) = run_both(&env);
+    assert!(runc.status.success(), "runc: {}", err(&runc));
+    assert!(ours.status.success(), "berth-oci: {}", err(&ours));
+    let t = text(&ours);
+    let mut lines = t.lines();
+    assert_eq!(lines.next(), Some("0"), "{t}");
+    assert_eq!(lines.next(), Some("0"), "{t}");
+    let map: Vec<_> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"], "{t}");
+    assert!(t.contains("wrote"), "{t}");
+    assert_eq!(t, text(&runc));
+    leak.assert_clean();
+}

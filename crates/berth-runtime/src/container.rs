@@ -780,8 +780,14 @@ fn poststart(st: &State) {
     {
         // The spec: a failing poststart hook is a warning, the lifecycle goes on.
         tracing::warn!("{e}");
-        eprintln!("warning: {e}");
+        warn_stderr(&e);
     }
+}
+
+/// A lifecycle warning for the user; `eprintln!` would panic if stderr is a closed pipe.
+fn warn_stderr(e: &dyn std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "warning: {e}");
 }
 
 /// `run`: create + start in one process and (unless `detach`) wait; returns the exit
@@ -1032,7 +1038,7 @@ fn destroy(root: &Path, st: &State, kill: bool) -> Result<()> {
             h.poststop().as_deref().unwrap_or_default(),
             &state_bytes(&s),
         ) {
-            eprintln!("warning: {e}");
+            warn_stderr(&e);
         }
     }
     match std::fs::remove_dir_all(State::dir(root, &st.id)) {

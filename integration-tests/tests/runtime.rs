@@ -591,7 +591,23 @@ fn events_exits_quietly_when_stdout_closes() {
 fn recv_master(l: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-    let (s, _) = l.accept().unwrap();
+    // Bounded wait: a runtime that never connects fails the test instead of hanging it.
+    l.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let s = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nothing connected to the console socket in 20 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept on the console socket: {e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -714,5 +730,59 @@ fn user_namespace_mappings_like_runc() {
     assert_eq!(map, ["0", "100000", "65536"], "{t}");
     assert!(t.contains("wrote"), "{t}");
     assert_eq!(t, text(&runc));
+    leak.assert_clean();
+}
+
+/// `exec -d --tty --console-socket` into a running container, as engines call it: the
+/// pty path of exec. (runc without -d ignores the socket and copies its own stdio.)
+fn exec_tty(env: &Env, rt: &Path, tag: &str) -> String {
+    let id = unique_id(tag);
+    let st = Command::new(rt)
+        .arg("--root")
+        .arg(env.root(tag))
+        .args(["run", "-d", "--bundle", env.bundle.to_str().unwrap(), &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{tag} run -d");
+    let sock = env.dir.path().join(format!("exec-console-{tag}.sock"));
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || recv_master(&l));
+    let child = Command::new(rt)
+        .arg("--root")
+        .arg(env.root(tag))
+        .args([
+            "exec",
+            "-d",
+            "--tty",
+            "--console-socket",
+            sock.to_str().unwrap(),
+        ])
+        .args([&id, "sh", "-c", "tty; echo exec-ok"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let master = receiver.join().unwrap();
+    let out = read_pty(&master);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{tag} exec: {}", err(&o));
+    let o = cmd(rt, &env.root(tag), &["delete", "--force", &id]);
+    assert!(o.status.success(), "{tag} delete: {}", err(&o));
+    out
+}
+
+#[test]
+fn exec_tty_over_console_socket_like_runc() {
+    let env = Env::new(&["sleep", "1000"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    let ours = exec_tty(&env, &berth(), "berth");
+    let runc = exec_tty(&env, &require_cmd("runc"), "runc");
+    assert!(ours.contains("/dev/pts/"), "berth-oci pty output: {ours:?}");
+    assert!(ours.contains("exec-ok"), "berth-oci pty output: {ours:?}");
+    assert_eq!(ours, runc);
     leak.assert_clean();
 }

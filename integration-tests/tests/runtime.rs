@@ -786,3 +786,68 @@ fn exec_tty_over_console_socket_like_runc() {
     assert_eq!(ours, runc);
     leak.assert_clean();
 }
+
+/// Exec joins the container's user namespace: the new process is mapped root too.
+#[test]
+fn exec_into_user_namespace_like_runc() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(&["sleep", "1000"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    for p in [env.dir.path(), env.bundle.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let st = Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(env.bundle.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    env.config(|v| {
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map;
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+    });
+    let b = env.bundle.to_str().unwrap();
+    let mut outs = Vec::new();
+    for (tag, rt) in [("berth", berth()), ("runc", require_cmd("runc"))] {
+        let id = unique_id(tag);
+        let st = Command::new(&rt)
+            .arg("--root")
+            .arg(env.root(tag))
+            .args(["run", "-d", "--bundle", b, &id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{tag} run -d");
+        let script = "id -u; cat /proc/self/uid_map";
+        let o = cmd(&rt, &env.root(tag), &["exec", &id, "sh", "-c", script]);
+        assert!(o.status.success(), "{tag} exec: {}", err(&o));
+        let same_ns = cmd(
+            &rt,
+            &env.root(tag),
+            &[
+                "exec",
+                &id,
+                "sh",
+                "-c",
+                "[ $(readlink /proc/self/ns/user) = $(readlink /proc/1/ns/user) ] && echo same",
+            ],
+        );
+        outs.push(text(&o) + &text(&same_ns));
+        let o = cmd(&rt, &env.root(tag), &["delete", "--force", &id]);
+        assert!(o.status.success(), "{tag} delete: {}", err(&o));
+    }
+    let t = &outs[0];
+    assert!(t.starts_with("0\n"), "{t}");
+    assert!(t.contains("same"), "{t}");
+    let map: Vec<_> = t.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"], "{t}");
+    assert_eq!(outs[0], outs[1]);
+    leak.assert_clean();
+}

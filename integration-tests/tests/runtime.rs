@@ -492,12 +492,12 @@ fn cgroups_limits_pause_update() {
     let mut leak = LeakCheck::new(&[env.marker()]);
     leak.add_marker(id.clone());
     env.config(|v| {
-        v["linux"]["cgroupsPath"] = serde_json::json!(format!("/berth-rt-test/{id}"));
+        v["linux"]["cgroupsPath"] = serde_json::json!(format!("/{id}"));
         v["linux"]["resources"]["pids"] = serde_json::json!({"limit": 50});
         v["linux"]["resources"]["memory"] = serde_json::json!({"limit": 104857600});
     });
     detached(&env, b, &id);
-    let dir = |ctl: &str| PathBuf::from(format!("/sys/fs/cgroup/{ctl}/berth-rt-test/{id}"));
+    let dir = |ctl: &str| PathBuf::from(format!("/sys/fs/cgroup/{ctl}/{id}"));
     let read =
         |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     assert_eq!(read(dir("pids").join("pids.max")).trim(), "50");
@@ -561,7 +561,7 @@ fn events_exits_quietly_when_stdout_closes() {
     let mut leak = LeakCheck::new(&[env.marker()]);
     leak.add_marker(id.clone());
     env.config(|v| {
-        v["linux"]["cgroupsPath"] = serde_json::json!(format!("/berth-rt-test/{id}"));
+        v["linux"]["cgroupsPath"] = serde_json::json!(format!("/{id}"));
     });
     detached(&env, b, &id);
     let mut child = Command::new(berth())

@@ -22,20 +22,7 @@ impl Store {
 
     /// Chain IDs of every snapshot present.
     pub fn list_snapshots(&self) -> Result<Vec<Digest>> {
-        let dir = self.snapshots_dir();
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
-            let e = e.map_err(Error::io("read directory", &dir))?;
-            if let Some(d) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::store::digests_in(&self.snapshots_dir())
     }
 
     /// Removes a snapshot.

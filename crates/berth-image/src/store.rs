@@ -97,20 +97,7 @@ impl Store {
 
     /// Digests of every blob present.
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
-        let dir = self.blobs_dir();
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
-            let entry = entry.map_err(Error::io("read directory", &dir))?;
-            if let Some(d) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-            {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        digests_in(&self.blobs_dir())
     }
 
     /// Removes a blob (no reference check: see [`crate::gc`]).
@@ -433,6 +420,23 @@ impl Write for BlobWriter {
 /// Parses a descriptor's digest.
 pub fn desc_digest(desc: &Descriptor) -> Result<Digest> {
     Ok(Digest::try_from(desc.digest())?)
+}
+
+/// Sorted digests named by the entries of `dir` (hex names; anything else is skipped).
+pub(crate) fn digests_in(dir: &Path) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(Error::io("read directory", dir))? {
+        let entry = entry.map_err(Error::io("read directory", dir))?;
+        if let Some(d) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,18 +1,27 @@
 //! The berth Dockerfile builder.
 //!
-//! Today this crate holds the pure parser half: [`parse`] reads the whole Dockerfile
-//! language as BuildKit reads it (parser directives, comments, continuations, exec and
-//! shell forms, every instruction with its flags, heredocs), [`shell::Lexer`] expands
-//! variables exactly as Dockerfiles define it, [`scope`] applies the ARG/ENV scope
-//! rules, and [`dockerignore`] matches `.dockerignore` patterns. None of it does I/O.
-//! The build executor (running steps through berth-runtime on berth-image snapshots)
-//! is not written yet. This crate does not push images (that is berth-registry).
+//! The parser half is pure: [`parse`] reads the whole Dockerfile language as BuildKit
+//! reads it (parser directives, comments, continuations, exec and shell forms, every
+//! instruction with its flags, heredocs), [`shell::Lexer`] expands variables exactly as
+//! Dockerfiles define it, [`scope`] applies the ARG/ENV scope rules, and
+//! [`dockerignore`] matches `.dockerignore` patterns; none of it does I/O.
+//!
+//! The executor ([`executor::build`]) runs the stages a target needs: metadata
+//! instructions update the image config, RUN steps run in containers through the
+//! runc-compatible `berth-oci` binary on overlay snapshots of the berth-image store,
+//! COPY/ADD copy from the context (honouring `.dockerignore`) or other stages, and
+//! each layer step is cached by its parent, expanded instruction and input digests.
+//! This crate does not pull or push images (that is berth-registry) and does not
+//! fetch remote ADD sources yet.
 
 pub mod ast;
 pub mod dockerignore;
 pub mod duration;
+pub mod executor;
+pub mod fsutil;
 pub mod mount;
 pub mod parser;
+pub mod runner;
 pub mod scope;
 pub mod shell;
 

@@ -11,6 +11,7 @@ mod digest;
 mod error;
 pub mod fixtures;
 pub mod gc;
+pub mod layer;
 pub mod manifest;
 pub mod snapshot;
 pub mod spec;

@@ -1,9 +1,12 @@
-//! `berth build`: builds from a Dockerfile.
+//! `berth build`: builds an image from a Dockerfile with berth-build's executor.
 //!
-//! Only the parser exists so far: `--dump-ast` prints the parsed Dockerfile as JSON.
-//! Without it, the Dockerfile is still parsed (so syntax errors show) and then the
-//! command fails saying that building is not implemented yet: it never pretends.
+//! `--dump-ast` prints the parsed Dockerfile as JSON and builds nothing. Otherwise the
+//! stages the target needs are built (RUN steps through `berth-oci`), the image is
+//! committed to the store under `--root`, tagged with every `-t`, and optionally
+//! written out with `--output type=oci|docker,dest=FILE`. Progress goes to stderr in
+//! BuildKit's plain format; a failed build exits 1 like `docker build`.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -12,8 +15,7 @@ use anyhow::{Context, Result, bail};
 /// The `build` verb.
 #[derive(Debug, clap::Subcommand)]
 pub enum BuildCommand {
-    /// Build an image from a Dockerfile (not implemented yet: use --dump-ast to see the
-    /// parsed Dockerfile).
+    /// Build an image from a Dockerfile.
     Build(BuildArgs),
 }
 
@@ -27,13 +29,60 @@ pub struct BuildArgs {
     /// heredocs, start and end line) and build nothing.
     #[arg(long)]
     pub dump_ast: bool,
+    /// Name (and tag) for the image; may be given several times.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Build-time variable `KEY=VALUE` (`KEY` alone takes the value from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build this stage (name or index) instead of the last one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Label `KEY=VALUE` for the image.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=X,src=FILE` (or `id=X,env=VAR`).
+    #[arg(long = "secret", value_name = "id=X,src=FILE")]
+    pub secrets: Vec<String>,
+    /// Also write the image out: `type=oci,dest=FILE` or `type=docker,dest=FILE`.
+    #[arg(short = 'o', long = "output", value_name = "type=oci|docker,dest=FILE")]
+    pub output: Vec<String>,
+    /// Pull base images first (not supported yet: bases come from the local store).
+    #[arg(long)]
+    pub pull: bool,
+    /// Target platform (only the host's, linux/amd64, is supported).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Write the image ID (config digest) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Print only the image ID on standard output.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// The build context directory.
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
 }
 
+fn key_value(s: &str, what: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+fn fields(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
 /// Runs `berth build`.
-pub fn run(_global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
+pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
     let BuildCommand::Build(args) = cmd;
     let (name, text) = match &args.file {
         Some(p) if p.as_os_str() == "-" => {
@@ -66,9 +115,151 @@ pub fn run(_global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         println!("{json}");
         return Ok(0);
     }
-    bail!(
-        "building images is not implemented yet ({name} parsed fine: {} instructions); \
-         `berth build --dump-ast` prints the parsed dockerfile",
-        df.instructions.len()
-    )
+    if args.pull {
+        bail!("--pull is not supported yet: pull the base image with `berth pull` first");
+    }
+    if let Some(p) = &args.platform
+        && p != "linux/amd64"
+        && p != "linux/x86_64"
+    {
+        bail!("--platform {p}: only linux/amd64 (this host) can be built");
+    }
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
+            None => match std::env::var(a) {
+                Ok(v) => build_args.insert(a.clone(), v),
+                Err(_) => None,
+            },
+        };
+    }
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| key_value(l, "label"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut secrets = BTreeMap::new();
+    let mut secret_tmp = Vec::new();
+    for s in &args.secrets {
+        let f = fields(s);
+        let id = f
+            .get("id")
+            .cloned()
+            .with_context(|| format!("--secret {s:?}: missing id="))?;
+        let src = match (f.get("src").or_else(|| f.get("source")), f.get("env")) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Some(var)) => {
+                // an environment secret goes through a private temporary file
+                let v = std::env::var(var)
+                    .with_context(|| format!("--secret {s:?}: variable {var} is not set"))?;
+                let dir = global.state.join("build-secrets");
+                std::fs::create_dir_all(&dir)?;
+                let p = dir.join(format!("{}-{id}", std::process::id()));
+                std::fs::write(&p, v)?;
+                secret_tmp.push(p.clone());
+                p
+            }
+            (None, None) => bail!("--secret {s:?}: missing src="),
+        };
+        if !src.is_file() {
+            bail!("--secret {s:?}: {} is not a readable file", src.display());
+        }
+        secrets.insert(id, src);
+    }
+    let mut outputs = Vec::new();
+    for o in &args.output {
+        let f = fields(o);
+        let kind = f.get("type").map(String::as_str).unwrap_or("");
+        let dest = f
+            .get("dest")
+            .with_context(|| format!("--output {o:?}: missing dest="))?;
+        match kind {
+            "oci" | "docker" => outputs.push(PathBuf::from(dest)),
+            other => bail!("--output type={other} is not supported (use type=oci or type=docker)"),
+        }
+    }
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds"))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let store = crate::cmd_image::store(global)?;
+    let opts = berth_build::executor::BuildOptions {
+        root: global.root.clone(),
+        state: global.state.clone(),
+        context: args.context.clone(),
+        dockerfile: text,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        labels,
+        secrets,
+        runtime: berth_build::runner::default_runtime(),
+        epoch,
+    };
+    berth_build::runner::install_interrupt_handler();
+    let mut err = std::io::stderr();
+    let result = berth_build::executor::build(&store, &opts, &mut err);
+    for p in &secret_tmp {
+        let _ = std::fs::remove_file(p);
+    }
+    let built = match result {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("berth: build failed: {e}");
+            return Ok(1);
+        }
+    };
+    let tags: Vec<String> = args
+        .tags
+        .iter()
+        .map(|t| crate::cmd_image::normalize(t))
+        .collect();
+    for t in &tags {
+        store
+            .tag(t, built.manifest.clone())
+            .with_context(|| format!("tagging {t}"))?;
+        eprintln!("naming to {t} done");
+    }
+    for dest in &outputs {
+        let names = if tags.is_empty() {
+            vec![built.manifest.digest().to_string()]
+        } else {
+            tags.clone()
+        };
+        let tmp = PathBuf::from(format!("{}.tmp-{}", dest.display(), std::process::id()));
+        let write = || -> Result<()> {
+            let f = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let w = berth_image::archive::save(&store, &names, std::io::BufWriter::new(f))
+                .with_context(|| format!("writing {}", dest.display()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", dest.display()))?;
+            f.sync_all()
+                .with_context(|| format!("writing {}", dest.display()))?;
+            std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        eprintln!("exported to {}", dest.display());
+    }
+    let id = built.config_digest.to_string();
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+    }
+    Ok(0)
 }

@@ -1,0 +1,635 @@
+//! `berth build` end to end: every instruction in a multi-stage Dockerfile, the image
+//! run under berth-oci and podman, reproducibility, cache hits and misses,
+//! .dockerignore, secrets kept out of layers and history, failing RUN steps.
+//!
+//! Each test has its own `--root` holding busybox from berth_image::fixtures, and
+//! checks that nothing (mounts, containers, temporary directories) is left behind.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use berth_image::{Platform, Store, fixtures, mount_overlay, unmount_overlay};
+use integration_tests::{LeakCheck, TestRoots, bin_path, require_cmd, require_root, run_ok};
+
+struct Env {
+    roots: TestRoots,
+    ctx: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        require_root();
+        let roots = TestRoots::new().unwrap();
+        let store = Store::open(&roots.root().join("images")).unwrap();
+        fixtures::busybox_image(&store, "busybox:latest").unwrap();
+        let ctx = roots.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        Env { roots, ctx }
+    }
+
+    fn write(&self, rel: &str, data: &str) {
+        let p = self.ctx.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    fn build(&self, extra: &[&str]) -> Output {
+        let mut c = self.roots.berth();
+        c.arg("build")
+            .args(extra)
+            .arg(&self.ctx)
+            .env("BERTH_RUNTIME", bin_path("berth-oci"))
+            .env_remove("SOURCE_DATE_EPOCH");
+        c.output().unwrap()
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.roots.root().join("images")).unwrap()
+    }
+
+    fn leak_check(&self) -> LeakCheck {
+        LeakCheck::new(&[self.roots.path().to_string_lossy().to_string()])
+    }
+
+    /// Nothing of the build's own is left: no temporary step dirs, no runtime state.
+    fn assert_no_leftovers(&self) {
+        let tmp = self.roots.root().join("build/tmp");
+        if tmp.exists() {
+            let left: Vec<_> = fs::read_dir(&tmp).unwrap().collect();
+            assert!(left.is_empty(), "temporary build dirs left: {left:?}");
+        }
+        let st = self.roots.state().join("build");
+        if st.exists() {
+            let left: Vec<_> = fs::read_dir(&st).unwrap().collect();
+            assert!(left.is_empty(), "runtime state left: {left:?}");
+        }
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "berth build failed ({}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+/// Every layer of `tag` as (path, content) lists, bottom first.
+fn layer_entries(store: &Store, tag: &str) -> Vec<Vec<(String, Vec<u8>)>> {
+    let img = store.image(tag, &Platform::default()).unwrap();
+    let mut out = Vec::new();
+    for l in img.manifest.layers() {
+        let d = berth_image::desc_digest(l).unwrap();
+        let f = store.open_blob(&d).unwrap();
+        let r = berth_image::unpack::decompress(f, None).unwrap();
+        let mut ar = tar::Archive::new(r);
+        let mut v = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            v.push((p, data));
+        }
+        out.push(v);
+    }
+    out
+}
+
+fn config_of(store: &Store, tag: &str) -> serde_json::Value {
+    let img = store.image(tag, &Platform::default()).unwrap();
+    serde_json::from_slice(&store.read_blob(&img.config_digest).unwrap()).unwrap()
+}
+
+/// Runs the image's entrypoint+cmd under berth-oci from an overlay of its snapshots.
+fn run_with_berth_oci(env: &Env, tag: &str) -> String {
+    let store = env.store();
+    let img = store.image(tag, &Platform::default()).unwrap();
+    let dir = env.roots.path().join("run-bundle");
+    let lowers = store.prepare_rootfs(&img, &dir).unwrap();
+    let rootfs = mount_overlay(&lowers, &dir).unwrap();
+    let spec = berth_image::to_runtime_spec(&img.config, &rootfs).unwrap();
+    let mut v = serde_json::to_value(&spec).unwrap();
+    v["process"]["terminal"] = serde_json::json!(false);
+    v["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+    fs::write(dir.join("config.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    let id = integration_tests::unique_id("bbuild");
+    let out = Command::new(bin_path("berth-oci"))
+        .arg("--root")
+        .arg(env.roots.state().join("oci"))
+        .args(["run", "--bundle"])
+        .arg(&dir)
+        .arg(&id)
+        .output()
+        .unwrap();
+    unmount_overlay(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "container failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const EVERYTHING: &str = r#"# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE} AS builder
+ARG GREETING=hello
+ENV APP_HOME=/app
+WORKDIR $APP_HOME
+COPY src/ ./src/
+COPY --chmod=0755 <<EOF /usr/local/bin/gen.sh
+#!/bin/sh
+echo "$1" > /app/out.txt
+EOF
+RUN --mount=type=cache,target=/cache gen.sh "$GREETING from builder" && cat src/a.txt >> out.txt && echo cached > /cache/c
+ADD inner.tar.gz /app/unpacked/
+
+FROM busybox AS unused
+RUN exit 9
+
+FROM busybox
+LABEL org.example.k=v
+MAINTAINER someone@example.com
+EXPOSE 8080 53/udp
+ENV GREETING=hi
+USER root
+WORKDIR /srv
+COPY --from=builder /app/out.txt ./out.txt
+COPY --from=builder /app/unpacked/ ./unpacked/
+COPY --chown=65534:65534 src/a.txt owned.txt
+SHELL ["/bin/sh", "-c"]
+RUN echo "run in final: $GREETING" > run.txt
+VOLUME /data
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s CMD true
+ONBUILD RUN echo onbuild
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /srv/out.txt /srv/run.txt /srv/unpacked/inner.txt; stat -c '%u:%g %n' /srv/owned.txt"]
+"#;
+
+fn everything_context(env: &Env) {
+    env.write("Dockerfile", EVERYTHING);
+    env.write("src/a.txt", "line from a.txt\n");
+    // a gzip tar for ADD to unpack
+    let mut b = tar::Builder::new(Vec::new());
+    let data = b"inside the archive\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "inner.txt", &data[..]).unwrap();
+    let raw = b.into_inner().unwrap();
+    let mut gz = flate2_gz(&raw);
+    fs::write(env.ctx.join("inner.tar.gz"), &mut gz).unwrap();
+}
+
+fn flate2_gz(raw: &[u8]) -> Vec<u8> {
+    // gzip through the busybox applet (no flate2 dependency in this test crate)
+    let mut child = Command::new("/bin/busybox")
+        .args(["gzip", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn multi_stage_with_every_instruction_builds_and_runs() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    everything_context(&env);
+    let log = ok(env.build(&["-t", "every:1", "-t", "every:2"]));
+    // the unused stage is not built
+    assert!(!log.contains("exit 9"), "{log}");
+    assert!(log.contains("[builder 2/5] COPY src/ ./src/"), "{log}");
+    let store = env.store();
+    assert_eq!(
+        store.resolve("every:1").unwrap().digest(),
+        store.resolve("every:2").unwrap().digest()
+    );
+    let cfg = config_of(&store, "every:1");
+    let c = &cfg["config"];
+    assert_eq!(c["Labels"]["org.example.k"], "v");
+    assert_eq!(cfg["author"], "someone@example.com");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object());
+    assert!(c["ExposedPorts"]["53/udp"].is_object());
+    assert!(c["Volumes"]["/data"].is_object());
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["User"], "root");
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(c["OnBuild"][0], "RUN echo onbuild");
+    assert_eq!(c["Shell"][0], "/bin/sh");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hi")
+    );
+    assert_eq!(cfg["created"], "1970-01-01T00:00:00Z");
+    // history: one entry per instruction, layers marked
+    let hist = cfg["history"].as_array().unwrap();
+    let layers = hist.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(layers, cfg["rootfs"]["diff_ids"].as_array().unwrap().len());
+    assert!(hist.iter().any(|h| {
+        h["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("RUN /bin/sh -c echo")
+    }));
+
+    // the image runs under berth-oci and prints what RUN/COPY/ADD produced
+    let out = run_with_berth_oci(&env, "every:1");
+    assert_eq!(
+        out,
+        "hello from builder\nline from a.txt\nrun in final: hi\ninside the archive\n65534:65534 /srv/owned.txt\n",
+    );
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn built_image_runs_under_podman() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nWORKDIR /w\nCOPY msg.txt .\nRUN echo built-by-berth >> msg.txt\nCMD [\"cat\", \"/w/msg.txt\"]\n",
+    );
+    env.write("msg.txt", "from the context\n");
+    ok(env.build(&["-t", "podtest:1"]));
+    let skopeo = require_cmd("skopeo");
+    let podman = require_cmd("podman");
+    require_cmd("runc");
+    let archive = env.roots.path().join("img.tar");
+    run_ok(
+        &skopeo,
+        [
+            "copy",
+            &format!(
+                "oci:{}:podtest:1",
+                env.roots.root().join("images").display()
+            ),
+            &format!("oci-archive:{}:podtest:1", archive.display()),
+        ],
+    )
+    .unwrap();
+    let proot = env.roots.path().join("podman-root");
+    let prun = env.roots.path().join("podman-run");
+    let conf = env.roots.path().join("containers.conf");
+    fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let podman_cmd = |args: &[&str]| {
+        let out = Command::new(&podman)
+            .env("CONTAINERS_CONF", &conf)
+            .args(["--root", proot.to_str().unwrap()])
+            .args(["--runroot", prun.to_str().unwrap()])
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    podman_cmd(&["load", "-i", archive.to_str().unwrap()]);
+    let out = podman_cmd(&["run", "--rm", "--network", "none", "localhost/podtest:1"]);
+    assert_eq!(out, "from the context\nbuilt-by-berth\n");
+    let _ = podman_cmd(&["rmi", "-a", "-f"]);
+    leaks.assert_clean();
+}
+
+const REPRO: &str = "FROM busybox\nARG V=1\nWORKDIR /app\nCOPY . .\nRUN echo v=$V > v.txt && mkdir -p d && touch d/f && rm -f rm-me.txt\nCMD [\"cat\", \"v.txt\"]\n";
+
+#[test]
+fn same_dockerfile_and_context_give_the_same_digest() {
+    let a = Env::new();
+    let b = Env::new();
+    let leaks = a.leak_check();
+    for e in [&a, &b] {
+        e.write("Dockerfile", REPRO);
+        e.write("x/y.txt", "y\n");
+        e.write("rm-me.txt", "gone\n");
+    }
+    ok(a.build(&["-t", "r:1"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(b.build(&["-t", "r:1", "--no-cache"]));
+    ok(a.build(&["-t", "r:2", "--no-cache"]));
+    let da = a.store().resolve("r:1").unwrap().digest().clone();
+    let db = b.store().resolve("r:1").unwrap().digest().clone();
+    let da2 = a.store().resolve("r:2").unwrap().digest().clone();
+    assert_eq!(da, db);
+    assert_eq!(da, da2);
+    // the removed file is an OCI whiteout in the RUN layer
+    let layers = layer_entries(&a.store(), "r:1");
+    let last = layers.last().unwrap();
+    let names: Vec<&str> = last.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(names.contains(&"app/.wh.rm-me.txt"), "{names:?}");
+    // SOURCE_DATE_EPOCH changes the timestamps, hence the digest
+    let with_epoch = ok(a.build(&["-t", "r:3", "--build-arg", "SOURCE_DATE_EPOCH=946684800"]));
+    assert!(with_epoch.contains("CACHED"), "{with_epoch}");
+    let cfg = config_of(&a.store(), "r:3");
+    assert_eq!(cfg["created"], "2000-01-01T00:00:00Z");
+    leaks.assert_clean();
+}
+
+#[test]
+fn cache_hits_and_one_changed_file_rebuilds_from_its_step() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY one.txt /one.txt\nRUN echo step-two > /two\nCOPY two.txt /two.txt\nRUN cat /one.txt /two.txt > /both\n",
+    );
+    env.write("one.txt", "1\n");
+    env.write("two.txt", "2\n");
+    let first = ok(env.build(&["-t", "c:1"]));
+    assert!(!first.contains("CACHED"), "{first}");
+    let t = Instant::now();
+    let again = ok(env.build(&["-t", "c:2"]));
+    let took = t.elapsed();
+    assert_eq!(again.matches("CACHED").count(), 4, "{again}");
+    // nothing ran: only FROM and the export report DONE
+    assert_eq!(again.matches("DONE").count(), 2, "{again}");
+    assert!(took.as_millis() < 2000, "cached rebuild took {took:?}");
+    assert_eq!(
+        env.store().resolve("c:1").unwrap().digest(),
+        env.store().resolve("c:2").unwrap().digest()
+    );
+    // change the second copied file: steps 2 and 3 cached, 4 and 5 rerun
+    env.write("two.txt", "two changed\n");
+    let changed = ok(env.build(&["-t", "c:3"]));
+    let lines: Vec<&str> = changed.lines().collect();
+    let status_of = |needle: &str| -> String {
+        let i = lines.iter().position(|l| l.contains(needle)).unwrap();
+        let n = lines[i].split_whitespace().next().unwrap();
+        lines[i + 1..]
+            .iter()
+            .find(|l| {
+                l.starts_with(&format!("{n} ")) && (l.contains("CACHED") || l.contains("DONE"))
+            })
+            .unwrap()
+            .to_string()
+    };
+    assert!(status_of("COPY one.txt").contains("CACHED"), "{changed}");
+    assert!(
+        status_of("RUN echo step-two").contains("CACHED"),
+        "{changed}"
+    );
+    assert!(status_of("COPY two.txt").contains("DONE"), "{changed}");
+    assert!(status_of("RUN cat").contains("DONE"), "{changed}");
+    let layers = layer_entries(&env.store(), "c:3");
+    let both = layers
+        .last()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| p == "both")
+        .unwrap();
+    assert_eq!(both.1, b"1\ntwo changed\n");
+    // --no-cache reruns everything
+    let nocache = ok(env.build(&["-t", "c:4", "--no-cache"]));
+    assert!(!nocache.contains("CACHED"), "{nocache}");
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn dockerignore_excludes_files() {
+    let env = Env::new();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY . /ctx/\nRUN find /ctx | sort > /listing\n",
+    );
+    env.write(".dockerignore", "# comment\n*.log\nsecret/\n!keep.log\n");
+    env.write("app.txt", "app\n");
+    env.write("debug.log", "log\n");
+    env.write("keep.log", "kept\n");
+    env.write("secret/key", "k\n");
+    ok(env.build(&["-t", "ign:1"]));
+    let layers = layer_entries(&env.store(), "ign:1");
+    let listing = layers
+        .last()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| p == "listing")
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .unwrap();
+    assert!(listing.contains("/ctx/app.txt"), "{listing}");
+    assert!(listing.contains("/ctx/keep.log"), "{listing}");
+    assert!(listing.contains("/ctx/Dockerfile"), "{listing}");
+    assert!(!listing.contains("debug.log"), "{listing}");
+    assert!(!listing.contains("secret"), "{listing}");
+    // changing an ignored file does not invalidate the cache
+    env.write("debug.log", "changed\n");
+    let again = ok(env.build(&["-t", "ign:2"]));
+    assert_eq!(again.matches("CACHED").count(), 2, "{again}");
+    // naming an ignored file fails clearly
+    env.write("Dockerfile", "FROM busybox\nCOPY debug.log /\n");
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("debug.log: not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn secrets_never_reach_layers_or_history() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    let secret = "s3cr3t-value-4242";
+    let sfile = env.roots.path().join("token.txt");
+    fs::write(&sfile, secret).unwrap();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=token wc -c < /run/secrets/token > /len && md5sum /run/secrets/token | cut -c1-8 > /sum\nRUN --mount=type=secret,id=token,target=/etc/tok test -s /etc/tok && echo ok > /ok\n",
+    );
+    let log = ok(env.build(&[
+        "-t",
+        "sec:1",
+        "--secret",
+        &format!("id=token,src={}", sfile.display()),
+    ]));
+    assert!(!log.contains(secret));
+    let store = env.store();
+    let layers = layer_entries(&store, "sec:1");
+    let new: Vec<&(String, Vec<u8>)> = layers[1..].iter().flatten().collect();
+    let len = new.iter().find(|(p, _)| p == "len").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&len.1).trim(),
+        secret.len().to_string()
+    );
+    assert!(new.iter().any(|(p, _)| p == "ok"));
+    for (p, d) in &new {
+        assert!(
+            !p.contains("secrets") && !p.contains("etc/tok"),
+            "mount point {p} in a layer"
+        );
+        assert!(
+            !String::from_utf8_lossy(d).contains(secret),
+            "secret in layer file {p}"
+        );
+    }
+    // and not in any blob of the store (config, history, manifests)
+    for d in store.list_blobs().unwrap() {
+        let bytes = store.read_blob(&d).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "secret in blob {d}"
+        );
+    }
+    // a missing required secret fails
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=other,required=true cat /run/secrets/other\n",
+    );
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("secret other is required"),
+        "{}",
+        stderr(&out)
+    );
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn failing_run_reports_exit_code_and_leaves_nothing() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY f /f\nRUN echo before-the-failure && echo to-stderr >&2 && exit 3\nRUN echo never\n",
+    );
+    env.write("f", "f\n");
+    let out = env.build(&["-t", "fail:1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("before-the-failure"), "{err}");
+    assert!(err.contains("to-stderr"), "{err}");
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(!err.contains("never"), "{err}");
+    assert!(
+        env.store().resolve("fail:1").is_err(),
+        "failed build was tagged"
+    );
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn interrupted_build_leaves_nothing() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 12\n");
+    let mut child = env
+        .roots
+        .berth()
+        .arg("build")
+        .arg("-t")
+        .arg("int:1")
+        .arg(&env.ctx)
+        .env("BERTH_RUNTIME", bin_path("berth-oci"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains(" started\n") {
+        assert!(Instant::now() < deadline, "RUN did not start");
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    err.read_to_end(&mut seen).unwrap();
+    assert!(
+        t.elapsed().as_secs() < 10,
+        "interrupt took {:?}: {}",
+        t.elapsed(),
+        String::from_utf8_lossy(&seen)
+    );
+    assert_eq!(status.code(), Some(1), "{}", String::from_utf8_lossy(&seen));
+    assert!(String::from_utf8_lossy(&seen).contains("interrupted"));
+    assert!(env.store().resolve("int:1").is_err());
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn output_archives_load_elsewhere() {
+    let env = Env::new();
+    env.write("Dockerfile", "FROM busybox\nCOPY a /a\n");
+    env.write("a", "a\n");
+    let oci = env.roots.path().join("out-oci.tar");
+    let dock = env.roots.path().join("out-docker.tar");
+    ok(env.build(&[
+        "-t",
+        "outp:1",
+        "--output",
+        &format!("type=oci,dest={}", oci.display()),
+        "--output",
+        &format!("type=docker,dest={}", dock.display()),
+    ]));
+    let skopeo = require_cmd("skopeo");
+    let dest = env.roots.path().join("layout");
+    run_ok(
+        &skopeo,
+        [
+            "copy",
+            &format!("oci-archive:{}:outp:1", oci.display()),
+            &format!("oci:{}:x", dest.display()),
+        ],
+    )
+    .unwrap();
+    let b = TestRoots::new().unwrap();
+    let out = b
+        .berth()
+        .args(["load", "-i", dock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = Path::new(&dest);
+}

@@ -267,6 +267,13 @@ fn multi_stage_with_every_instruction_builds_and_runs() {
         out,
         "hello from builder\nline from a.txt\nrun in final: hi\ninside the archive\n65534:65534 /srv/owned.txt\n",
     );
+    // a child image runs the ONBUILD trigger first and does not inherit it
+    let child = env.roots.path().join("Dockerfile.child");
+    fs::write(&child, "FROM every:1\nRUN echo child\n").unwrap();
+    let log = ok(env.build(&["-t", "child:1", "-f", child.to_str().unwrap()]));
+    assert!(log.contains(" onbuild\n"), "{log}");
+    assert!(log.contains(" child\n"), "{log}");
+    assert!(config_of(&env.store(), "child:1")["config"]["OnBuild"].is_null());
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
@@ -632,4 +639,45 @@ fn output_archives_load_elsewhere() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = Path::new(&dest);
+}
+
+#[test]
+fn run_mounts_cache_bind_tmpfs() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=cache,target=/c,id=k echo x >> /c/count && wc -l < /c/count > /count\n\
+         RUN --mount=type=bind,source=data.txt,target=/mnt/data.txt cat /mnt/data.txt > /copied\n\
+         RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && grep -q ' /scratch tmpfs ' /proc/mounts && echo tmpfs-ok > /tmpfs\n",
+    );
+    env.write("data.txt", "bound from the context\n");
+    ok(env.build(&["-t", "m:1"]));
+    ok(env.build(&["-t", "m:2", "--no-cache"]));
+    let layers = layer_entries(&env.store(), "m:2");
+    let files: Vec<&(String, Vec<u8>)> = layers[1..].iter().flatten().collect();
+    let get = |n: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == n)
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_else(|| panic!("{n} missing from layers"))
+    };
+    // the cache directory persisted between the two builds
+    assert_eq!(get("count").trim(), "2");
+    assert_eq!(get("copied"), "bound from the context\n");
+    assert_eq!(get("tmpfs"), "tmpfs-ok\n");
+    for (p, _) in &files {
+        assert!(
+            !p.starts_with("c/") && !p.starts_with("mnt") && !p.starts_with("scratch"),
+            "mount point {p} in a layer"
+        );
+    }
+    // changing the bound file invalidates its step
+    env.write("data.txt", "changed\n");
+    let log = ok(env.build(&["-t", "m:3"]));
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+    leaks.assert_clean();
+    env.assert_no_leftovers();
 }

@@ -529,10 +529,6 @@ impl Builder<'_> {
                             o.remove(k);
                         }
                     }
-                    if let Some(c) = config.get_mut("config").and_then(Value::as_object_mut) {
-                        // triggers are consumed by the child build
-                        c.remove("OnBuild");
-                    }
                     let diff_ids = img.diff_ids()?;
                     let layers = img
                         .manifest
@@ -585,11 +581,9 @@ impl Builder<'_> {
     ) -> Result<StageOut, BuildError> {
         let st = &all[index];
         let label = step_label(st);
-        let total = 1 + st.body.iter().filter(|i| is_layer_step(&i.command)).count();
         let (image, _platform) = meta.expand_from(st, lexer)?;
         self.step += 1;
         let t = Instant::now();
-        let _ = writeln!(self.out, "#{} [{label} 1/{total}] FROM {image}", self.step);
         let mut so = self.base(&image, all, index, done).map_err(|e| match e {
             BuildError::Step {
                 line: 0, message, ..
@@ -600,6 +594,25 @@ impl Builder<'_> {
             },
             e => e,
         })?;
+        // the base's ONBUILD triggers run first, and are consumed
+        let mut triggers: Vec<Instruction> = Vec::new();
+        if let Some(list) = config_obj(&mut so.config).remove("OnBuild")
+            && let Some(list) = list.as_array()
+        {
+            for t in list.iter().filter_map(Value::as_str) {
+                // the parser wants a stage: parse the trigger inside one
+                let parsed =
+                    crate::parse(&format!("FROM scratch\n{t}")).map_err(|e| BuildError::Step {
+                        line: st.from_instruction.start_line,
+                        instruction: format!("ONBUILD {t}"),
+                        message: format!("base image trigger does not parse: {e}"),
+                    })?;
+                triggers.extend(parsed.instructions.into_iter().skip(1));
+            }
+        }
+        let body: Vec<&Instruction> = triggers.iter().chain(st.body.iter()).collect();
+        let total = 1 + body.iter().filter(|i| is_layer_step(&i.command)).count();
+        let _ = writeln!(self.out, "#{} [{label} 1/{total}] FROM {image}", self.step);
         let _ = writeln!(
             self.out,
             "#{} DONE {:.1}s",
@@ -628,7 +641,7 @@ impl Builder<'_> {
         let mut scope = StageScope::new(meta, &self.opts.build_args, image_env, df.escape);
         let mut cmd_set = false;
         let mut k = 1;
-        for inst in st.body {
+        for inst in body {
             self.check_interrupt()?;
             if is_layer_step(&inst.command) {
                 k += 1;
@@ -973,6 +986,9 @@ impl Builder<'_> {
     ) -> Result<bool, BuildError> {
         let line = inst.start_line;
         let (sources, dest, from, chown, chmod, is_add, unpack, exclude) = match &inst.command {
+            Command::Copy(c) if c.parents => {
+                return Err(Self::step_err(inst, "COPY --parents is not supported yet"));
+            }
             Command::Copy(c) => (
                 &c.sources,
                 &c.dest,

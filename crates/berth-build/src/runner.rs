@@ -258,16 +258,15 @@ impl Runtime {
         let mut buf = [0u8; 8192];
         let mut line: Vec<u8> = Vec::new();
         let mut killed = false;
+        let mut kill_error = String::new();
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) && !killed {
                 // the container may not exist yet: try again on the next wake-up
-                killed = self
-                    .cmd()
-                    .args(["kill", id, "KILL"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
+                match self.cmd().args(["kill", "--all", id, "KILL"]).output() {
+                    Ok(o) if o.status.success() => killed = true,
+                    Ok(o) => kill_error = String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => kill_error = e.to_string(),
+                }
             }
             // wake up every 100 ms so an interruption is seen even when the signal
             // went to another thread or arrived between checks
@@ -278,8 +277,8 @@ impl Runtime {
                     nix::poll::PollFlags::POLLIN,
                 )];
                 match nix::poll::poll(&mut fds, 100u16) {
-                    Ok(0) => continue,
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(_) => {}
                     Err(e) => {
                         return Err(BuildError::Io {
                             op: "poll output of",
@@ -327,6 +326,9 @@ impl Runtime {
                 }
             }
         };
+        if !killed && !kill_error.is_empty() {
+            tracing::warn!(container = id, error = %kill_error, "could not kill the step container");
+        }
         if killed || INTERRUPTED.load(Ordering::SeqCst) {
             let _ = self
                 .cmd()

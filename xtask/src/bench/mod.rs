@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::util;
 
+mod build;
 mod chart;
 mod image;
 mod registry;
@@ -24,6 +25,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("runtime", runtime::run),
     ("image", image::run),
     ("registry", registry::run),
+    ("build", build::run),
 ];
 
 /// One measured figure of one contender.

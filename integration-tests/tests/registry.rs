@@ -385,8 +385,12 @@ mod client {
     // -----------------------------------------------------------------------------
     // faults, injected by a proxy in front of the registry
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[derive(Debug, Clone, PartialEq, Eq)]
     enum Fault {
+        /// Blob bodies trickle at this many bytes per second per connection.
+        Throttle(usize),
+        /// Blob GETs whose path contains the string wait this long before answering.
+        Delay(String, Duration),
         /// Blob bodies keep their length but have a flipped byte.
         WrongDigest,
         /// The first N blob GETs without Range send half the body, then close.
@@ -412,7 +416,7 @@ mod client {
             let log = Arc::new(Mutex::new(Vec::new()));
             let budget = Arc::new(Mutex::new(match fault {
                 Fault::Truncate(n) | Fault::ServerErrors(n) => n,
-                Fault::WrongDigest => u32::MAX,
+                _ => u32::MAX,
             }));
             let (st, lg, up) = (stop.clone(), log.clone(), upstream.to_owned());
             let thread = std::thread::spawn(move || {
@@ -421,9 +425,10 @@ mod client {
                 while !st.load(Ordering::Relaxed) && workers.len() < 500 {
                     match listener.accept() {
                         Ok((s, _)) => {
-                            let (lg, up, budget) = (lg.clone(), up.clone(), budget.clone());
+                            let (lg, up, budget, fault) =
+                                (lg.clone(), up.clone(), budget.clone(), fault.clone());
                             workers.push(std::thread::spawn(move || {
-                                let _ = proxy_one(s, &up, fault, &budget, &lg);
+                                let _ = proxy_one(s, &up, &fault, &budget, &lg);
                             }));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -458,7 +463,7 @@ mod client {
     fn proxy_one(
         client: TcpStream,
         upstream: &str,
-        fault: Fault,
+        fault: &Fault,
         budget: &Mutex<u32>,
         log: &Mutex<Vec<String>>,
     ) -> Result<()> {
@@ -505,6 +510,12 @@ mod client {
             }
         };
         if is_blob_get
+            && let Fault::Delay(needle, wait) = fault
+            && request_line.contains(needle.as_str())
+        {
+            std::thread::sleep(*wait);
+        }
+        if is_blob_get
             && let Fault::ServerErrors(_) = fault
             && take(budget)
         {
@@ -535,6 +546,15 @@ mod client {
                     client.write_all(&resp[..cut])?;
                     client.flush()?;
                     // an abrupt end of the connection mid-body
+                    return Ok(());
+                }
+                Fault::Throttle(rate) => {
+                    // 20 slices a second; a killed client ends this with a write error
+                    let slice = (rate / 20).max(1);
+                    for part in resp.chunks(slice) {
+                        client.write_all(part)?;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     return Ok(());
                 }
                 _ => {}
@@ -757,6 +777,172 @@ mod client {
             berth_registry::progress::discard(),
         ))?;
         assert_eq!(pulled.manifest.digest().to_string(), digest);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------
+    // unpacking during the pull, and kill -9
+
+    /// Pushes a generated image (`layers` layers, about `mib` MiB compressed) to `reg`;
+    /// returns (source dir, name on the registry, manifest digest, layer digests).
+    fn pushed_generated(
+        reg: &Registry,
+        repo: &str,
+        layers: usize,
+        mib: u64,
+    ) -> Result<(tempfile::TempDir, String, String, Vec<String>)> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(&dir.path().join("images"))?;
+        let name = format!("{}/{repo}:1", reg.addr());
+        let desc = berth_image::fixtures::generated_image(&store, &name, 7, layers, mib << 20)?;
+        let image = store.image(&name, &Default::default())?;
+        let layer_digests = image
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect();
+        rt().block_on(client_for(reg).push(
+            &store,
+            &name,
+            &ImageRef::parse(&name)?,
+            &PushOptions::default(),
+            berth_registry::progress::discard(),
+        ))?;
+        Ok((dir, name, desc.digest().to_string(), layer_digests))
+    }
+
+    #[test]
+    fn pull_unpacks_each_layer_as_it_arrives() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let (_src, name, digest, layers) = pushed_generated(&reg, "unpack/early", 3, 3)?;
+        // the top layer's blob is held back two seconds: the others must be unpacked
+        // while it is still on its way
+        let last = layers.last().context("no layers")?.clone();
+        let proxy = FaultProxy::start(
+            reg.addr(),
+            Fault::Delay(last.clone(), Duration::from_secs(2)),
+        )?;
+        let via = name.replace(reg.addr(), &proxy.addr);
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        let (sink, seen) = events();
+        let opts = PullOptions {
+            unpack: true,
+            ..Default::default()
+        };
+        let pulled =
+            rt().block_on(client_for(&reg).pull(&store, &ImageRef::parse(&via)?, &opts, sink))?;
+        assert_eq!(pulled.manifest.digest().to_string(), digest);
+        let seen = seen.lock().unwrap();
+        let unpacked_at = |d: &str| {
+            seen.iter()
+                .position(|e| matches!(e, Event::Unpacked { digest } if digest == d))
+        };
+        let last_done = seen
+            .iter()
+            .position(|e| matches!(e, Event::Done { digest, .. } if *digest == last))
+            .context("no Done event for the top layer")?;
+        for l in &layers[..layers.len() - 1] {
+            let at = unpacked_at(l).with_context(|| format!("layer {l} never unpacked"))?;
+            assert!(
+                at < last_done,
+                "layer {l} was unpacked only after the last download ended: {seen:?}"
+            );
+        }
+        assert!(unpacked_at(&last).is_some(), "top layer not unpacked");
+        let image = store.image(&pulled.name, &Default::default())?;
+        for c in image.chain_ids()? {
+            assert!(store.has_snapshot(&c), "snapshot {c} missing");
+        }
+        let check = berth_image::gc::check(&store, false)?;
+        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        Ok(())
+    }
+
+    #[test]
+    fn kill_9_mid_pull_leaves_a_clean_store_and_the_next_pull_resumes() -> Result<()> {
+        let _ = bin_path("berth");
+        let reg = Registry::start(Auth::None)?;
+        let (_src, name, digest, layers) = pushed_generated(&reg, "kill/nine", 4, 24)?;
+        // 4 MiB/s per connection: each ~6 MiB layer takes about 1.5 s, so the kills
+        // land in downloads, in unpacks, or between them
+        let proxy = FaultProxy::start(reg.addr(), Fault::Throttle(4 << 20))?;
+        let via = name.replace(reg.addr(), &proxy.addr);
+        let roots = TestRoots::new()?;
+        let docker = roots.path().join("docker");
+        let seed: u64 = std::env::var("BERTH_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed_0004);
+        eprintln!("kill -9 points from seed {seed} (BERTH_TEST_SEED={seed} replays them)");
+        let mut rng = seed | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let blobs_dir = roots.root().join("images/blobs/sha256");
+        let mut logs = String::new();
+        for round in 0..5 {
+            let wait = Duration::from_millis(150 + next() % 1000);
+            let log = roots.path().join(format!("pull-{round}.log"));
+            let mut child = roots
+                .berth()
+                .env("DOCKER_CONFIG", &docker)
+                .args(["pull", &via])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()?;
+            std::thread::sleep(wait);
+            let finished = child.try_wait()?.is_some();
+            child.kill()?; // SIGKILL
+            child.wait()?;
+            let text = std::fs::read_to_string(&log)?;
+            eprintln!("round {round}: killed after {wait:?} (finished: {finished})\n{text}");
+            logs.push_str(&text);
+            // whatever the moment, the store is consistent: every visible blob has the
+            // content its name says, tags point at complete images, snapshots are whole
+            let (ok, out, err) = berth(&roots, &docker, &["system", "check"])?;
+            assert!(
+                ok && out.contains(": 0 problem(s)"),
+                "round {round}, killed after {wait:?}:\n{out}\n{err}"
+            );
+            if blobs_dir.exists() {
+                for e in std::fs::read_dir(&blobs_dir)? {
+                    let n = e?.file_name().to_string_lossy().into_owned();
+                    assert!(
+                        n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()),
+                        "a non-blob file is visible in blobs/: {n}"
+                    );
+                }
+            }
+            if finished {
+                break;
+            }
+        }
+        let (ok, out, err) = berth(&roots, &docker, &["pull", &via])?;
+        assert!(ok, "pull after the kills failed:\n{out}\n{err}");
+        assert!(out.contains(&digest), "{out}");
+        logs.push_str(&err);
+        assert!(
+            logs.contains("resuming at"),
+            "no pull resumed a partial download:\n{logs}"
+        );
+        let out = berth_ok(&roots, &docker, &["system", "check", "--repair"])?;
+        assert!(out.contains(": 0 problem(s)"), "{out}");
+        let out = berth_ok(&roots, &docker, &["system", "check"])?;
+        assert!(
+            out.contains(": 0 problem(s)") && !out.contains("leftover"),
+            "{out}"
+        );
+        let store = Store::open(&roots.root().join("images"))?;
+        let image = store.image(&via, &Default::default())?;
+        assert_eq!(image.manifest.layers().len(), layers.len());
+        for c in image.chain_ids()? {
+            assert!(store.has_snapshot(&c), "snapshot {c} missing");
+        }
         Ok(())
     }
 }

@@ -159,7 +159,7 @@ impl Store {
         let len = file.metadata().map_err(Error::io("stat", &path))?.len();
         if len > size {
             file.set_len(0).map_err(Error::io("truncate", &path))?;
-        } else {
+        } else if len > 0 {
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = file.read(&mut buf).map_err(Error::io("read", &path))?;

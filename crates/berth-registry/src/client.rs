@@ -3,7 +3,7 @@
 //! oci-client's own transport cannot stream a blob into our store with a Range resume,
 //! nor ask one token for several scopes (cross-repository mounts), nor hand its token
 //! to another request, so requests are made here over reqwest; oci-client supplies the
-//! reference grammar and the media type names.
+//! media type names.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -49,6 +49,13 @@ pub enum Error {
     /// No bytes arrived for too long.
     #[error("{what}: no progress for {secs} s")]
     Stalled { what: String, secs: u64 },
+    /// A downloaded layer could not be unpacked into its snapshot.
+    #[error("unpacking layer {digest}: {source}")]
+    Unpack {
+        digest: String,
+        #[source]
+        source: berth_image::Error,
+    },
     /// The content store failed.
     #[error("image store: {0}")]
     Store(#[from] berth_image::Error),

@@ -1,11 +1,13 @@
 //! OCI distribution client for berth: resolve, pull, push, auth.
 //!
 //! Streams blobs straight into the berth-image content store while hashing, pulls
-//! layers in parallel, resumes, retries, and reads docker credentials. It does not
-//! unpack layers itself (berth-image does) nor run containers.
+//! layers in parallel, resumes, retries, and reads docker credentials. A pull can
+//! have each layer unpacked (by berth-image) as soon as its blob is stored. It does
+//! not run containers.
 //!
-//! The reference grammar and media type names come from oci-client; the HTTP side is
-//! our own over reqwest (see [`client`] for why).
+//! Media type names come from oci-client; the reference grammar is checked by hand
+//! (oci-spec's regex costs more memory than a whole pull) and the HTTP side is our own
+//! over reqwest (see [`client`] for why).
 
 pub mod auth;
 pub mod client;

@@ -55,6 +55,11 @@ pub enum Event {
         /// Source repository.
         from: String,
     },
+    /// A layer is unpacked into its snapshot (pulls with unpacking only).
+    Unpacked {
+        /// Blob digest of the layer.
+        digest: String,
+    },
     /// A blob is complete and verified.
     Done {
         /// Blob digest.

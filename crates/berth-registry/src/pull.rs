@@ -1,6 +1,9 @@
 //! Pull: resolve, select the platform, download blobs in parallel straight into the
-//! store (hashed on the way, resumable with Range), then record the tag.
+//! store (hashed on the way, resumable with Range), unpack each layer into its snapshot
+//! as soon as its blob is complete (while the others still download), then record the
+//! tag.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use berth_image::oci_spec::image::{Descriptor, MediaType};
@@ -28,6 +31,9 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Name to record in the store; default `registry/repo:tag` (or `@digest`).
     pub name: Option<String>,
+    /// Also unpack every layer into its snapshot (each one as soon as its blob is
+    /// stored, overlapping the other downloads), so the image is ready to run.
+    pub unpack: bool,
 }
 
 impl Default for PullOptions {
@@ -35,6 +41,7 @@ impl Default for PullOptions {
         PullOptions {
             platform: Platform::linux_amd64(),
             name: None,
+            unpack: false,
         }
     }
 }
@@ -161,43 +168,110 @@ impl Client {
             digest: m.digest.clone(),
             layers: layers.len(),
         });
-        let sem = Arc::new(tokio::sync::Semaphore::new(
+        let downloads = Arc::new(tokio::sync::Semaphore::new(
             self.config.max_concurrent_downloads.max(1),
         ));
+        // unpacking is CPU-bound (decompression, hashing): one per core at most
+        let unpacks = Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 4),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
-        for desc in std::iter::once(config).chain(layers.iter()) {
+        // index 0 is the config, k + 1 the layer k
+        for (i, desc) in std::iter::once(config).chain(layers.iter()).enumerate() {
             let (client, store, r, desc, sem, progress) = (
                 self.clone(),
                 store.clone(),
                 r.clone(),
                 desc.clone(),
-                sem.clone(),
+                downloads.clone(),
                 progress.clone(),
             );
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await.ok();
-                client.download_blob(&store, &r, &desc, &progress).await
+                let n = client.download_blob(&store, &r, &desc, &progress).await?;
+                Ok(Step::Downloaded(i, n))
             });
         }
         let mut downloaded = 0;
         let mut first_err = None;
+        // chain IDs (from the config's diff IDs) and the layers waiting for them
+        let mut chain: Option<Vec<(Digest, Digest)>> = None;
+        let mut waiting: Vec<usize> = Vec::new();
         while let Some(res) = tasks.join_next().await {
-            match res {
-                Ok(Ok(n)) => downloaded += n,
+            let step = match res {
+                Ok(Ok(step)) => step,
                 Ok(Err(e)) => {
                     if first_err.is_none() {
                         first_err = Some(e);
                         // the others are pointless now; their partial files stay resumable
                         tasks.abort_all();
                     }
+                    continue;
                 }
-                Err(e) if e.is_cancelled() => {}
+                Err(e) if e.is_cancelled() => continue,
                 Err(e) => {
                     first_err.get_or_insert(Error::Blob {
                         digest: String::new(),
-                        reason: format!("download task failed: {e}"),
+                        reason: format!("pull task failed: {e}"),
                     });
+                    tasks.abort_all();
+                    continue;
                 }
+            };
+            if first_err.is_some() {
+                continue;
+            }
+            let ready: Vec<usize> = match step {
+                Step::Downloaded(i, n) => {
+                    downloaded += n;
+                    match (opts.unpack, i) {
+                        (false, _) => Vec::new(),
+                        (true, 0) => match layer_chain(store, config, layers.len()) {
+                            Ok(c) => {
+                                chain = Some(c);
+                                std::mem::take(&mut waiting)
+                            }
+                            Err(e) => {
+                                first_err = Some(e);
+                                tasks.abort_all();
+                                continue;
+                            }
+                        },
+                        (true, i) if chain.is_some() => vec![i - 1],
+                        (true, i) => {
+                            waiting.push(i - 1);
+                            Vec::new()
+                        }
+                    }
+                }
+                Step::Unpacked(k) => {
+                    progress(Event::Unpacked {
+                        digest: layers[k].digest.clone(),
+                    });
+                    Vec::new()
+                }
+            };
+            let Some(chain) = &chain else { continue };
+            for k in ready {
+                let (store, sem, desc) = (store.clone(), unpacks.clone(), layers[k].clone());
+                let (diff_id, chain_id) = chain[k].clone();
+                tasks.spawn(async move {
+                    let _permit = sem.acquire_owned().await.ok();
+                    let layer = oci_desc(&desc)?;
+                    tokio::task::spawn_blocking(move || {
+                        store.unpack_snapshot(&layer, &diff_id, &chain_id)
+                    })
+                    .await
+                    .map_err(|e| blob_err(&desc.digest, format!("unpack task: {e}")))?
+                    .map_err(|e| Error::Unpack {
+                        digest: desc.digest.clone(),
+                        source: e,
+                    })?;
+                    Ok(Step::Unpacked(k))
+                });
             }
         }
         if let Some(e) = first_err {
@@ -283,17 +357,15 @@ impl Client {
             size,
             offset: start,
         });
-        // hashing and file writes run on a blocking thread fed by a small channel, so
-        // the network never waits for the disk longer than the channel's slack
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-        let sink = tokio::task::spawn_blocking(move || write_chunks(writer, rx));
-        let fetched = self.fetch_into(r, desc, start, &tx, progress).await;
-        drop(tx);
-        let writer = sink
+        // each chunk is hashed and written (into the page cache: well under a
+        // millisecond) before the next is read, so hyper reuses one read buffer per
+        // connection instead of allocating while chunks queue up for a writer thread;
+        // that keeps a pull's memory near a few hundred KiB per layer
+        let mut writer = writer;
+        let got = self
+            .fetch_into(r, desc, start, &mut writer, progress)
             .await
-            .map_err(|e| fail(blob_err(&desc.digest, format!("writer task: {e}"))))?
-            .map_err(|e| fail(blob_err(&desc.digest, format!("writing to the store: {e}"))))?;
-        let got = fetched.map_err(fail)?;
+            .map_err(fail)?;
         let committed = tokio::task::spawn_blocking(move || writer.commit())
             .await
             .map_err(|e| fail(blob_err(&desc.digest, format!("commit task: {e}"))))?;
@@ -320,7 +392,7 @@ impl Client {
         r: &ImageRef,
         desc: &Desc,
         mut offset: u64,
-        tx: &tokio::sync::mpsc::Sender<Bytes>,
+        writer: &mut BlobWriter,
         progress: &Sink,
     ) -> Result<u64> {
         let url = self.repo_url(r, &format!("blobs/{}", desc.digest));
@@ -411,10 +483,9 @@ impl Client {
                                         ),
                                     ));
                                 }
-                                if tx.send(chunk).await.is_err() {
-                                    // the writer failed; its error is reported by the caller
-                                    return Ok(offset - first);
-                                }
+                                writer.write_all(&chunk).map_err(|e| {
+                                    blob_err(&desc.digest, format!("writing to the store: {e}"))
+                                })?;
                                 if offset - last_report >= PROGRESS_STEP || offset == desc.size {
                                     last_report = offset;
                                     progress(Event::Progress {
@@ -459,27 +530,57 @@ impl Client {
 /// An error, and whether the attempt had resumed an earlier partial download.
 struct Resumed(bool, Error);
 
-fn write_chunks(
-    mut writer: BlobWriter,
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-) -> std::io::Result<BlobWriter> {
-    use std::io::Write as _;
-    // network chunks are small (often 16 KiB): gather them into fewer, larger writes
-    const BATCH: usize = 256 << 10;
-    let mut buf = Vec::with_capacity(BATCH);
-    while let Some(chunk) = rx.blocking_recv() {
-        if buf.is_empty() && chunk.len() >= BATCH {
-            writer.write_all(&chunk)?;
-            continue;
-        }
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= BATCH {
-            writer.write_all(&buf)?;
-            buf.clear();
-        }
+/// What one task of a pull finished.
+enum Step {
+    /// Blob `i` (0 the config, k + 1 the layer k) is in the store; bytes fetched.
+    Downloaded(usize, u64),
+    /// Layer k is unpacked into its snapshot.
+    Unpacked(usize),
+}
+
+/// (diff ID, chain ID) of each layer, from the stored config.
+fn layer_chain(store: &Store, config: &Desc, layers: usize) -> Result<Vec<(Digest, Digest)>> {
+    let bad = |reason: String| blob_err(&config.digest, reason);
+    let digest: Digest = config.digest.parse().map_err(|e| bad(format!("{e}")))?;
+    let bytes = store.read_blob(&digest)?;
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
     }
-    writer.write_all(&buf)?;
-    Ok(writer)
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+    }
+    let cfg: Config =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("image config: {e}")))?;
+    if cfg.rootfs.diff_ids.len() != layers {
+        return Err(bad(format!(
+            "image config lists {} diff IDs for {layers} layers",
+            cfg.rootfs.diff_ids.len()
+        )));
+    }
+    let diff_ids = cfg
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| d.parse::<Digest>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("image config diff ID: {e}")))?;
+    let chain = berth_image::manifest::chain_ids(&diff_ids);
+    Ok(diff_ids.into_iter().zip(chain).collect())
+}
+
+/// The store's descriptor type for a manifest entry.
+fn oci_desc(d: &Desc) -> Result<Descriptor> {
+    let digest: Digest = d
+        .digest
+        .parse()
+        .map_err(|e| blob_err(&d.digest, format!("{e}")))?;
+    Ok(Descriptor::new(
+        MediaType::from(d.media_type.as_str()),
+        d.size,
+        digest.to_oci(),
+    ))
 }
 
 /// Start offset of `Content-Range: bytes START-END/TOTAL`.

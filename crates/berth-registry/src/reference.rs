@@ -34,24 +34,66 @@ impl ImageRef {
         if s.is_empty() {
             return Err(invalid("empty".into()));
         }
-        let r = oci_client::Reference::try_from(s).map_err(|e| invalid(e.to_string()))?;
-        let mut tag = r.tag().map(str::to_owned);
-        let digest = r.digest().map(str::to_owned);
-        if let Some(d) = &digest
-            && !is_sha256_digest(d)
-        {
-            return Err(invalid(format!("unsupported digest {d}")));
+        // the distribution reference grammar, checked by hand: oci-spec's parser builds
+        // a Unicode regex that costs ~15 MiB of memory, more than a whole pull
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, d)) => {
+                if !is_sha256_digest(d) {
+                    return Err(invalid(format!("unsupported digest {d}")));
+                }
+                (rest, Some(d.to_owned()))
+            }
+            None => (s, None),
+        };
+        // a tag follows the last ':' that comes after the last '/' (a ':' before it
+        // is a registry port)
+        let slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, mut tag) = match rest[slash..].rfind(':') {
+            Some(i) => {
+                let t = &rest[slash + i + 1..];
+                if !valid_tag(t) {
+                    return Err(invalid(format!("invalid tag {t:?}")));
+                }
+                (&rest[..slash + i], Some(t.to_owned()))
+            }
+            None => (rest, None),
+        };
+        if name.len() > 255 {
+            return Err(invalid("name longer than 255 characters".into()));
         }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                if !valid_domain(first) {
+                    return Err(invalid(format!("invalid registry {first:?}")));
+                }
+                (first.to_owned(), path.to_owned())
+            }
+            _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
+        };
+        if let Some(bad) = repository.split('/').find(|c| !valid_component(c)) {
+            return Err(invalid(format!(
+                "invalid repository path component {bad:?} (lowercase letters, digits and . _ - only)"
+            )));
+        }
+        let registry = match registry.as_str() {
+            "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY.to_owned(),
+            _ => registry,
+        };
+        let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
         if tag.is_none() && digest.is_none() {
             tag = Some("latest".into());
         }
-        let registry = match r.registry() {
-            "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY.to_owned(),
-            other => other.to_owned(),
-        };
         Ok(ImageRef {
             registry,
-            repository: r.repository().to_owned(),
+            repository,
             tag,
             digest,
         })
@@ -116,6 +158,79 @@ impl FromStr for ImageRef {
     fn from_str(s: &str) -> Result<ImageRef> {
         ImageRef::parse(s)
     }
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`: one path component of a repository.
+fn valid_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // a separator run: ".", "_", "__" or any number of "-"
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `[\w][\w.-]{0,127}`.
+fn valid_tag(t: &str) -> bool {
+    let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && word(b[0])
+        && b[1..].iter().all(|&x| word(x) || x == b'.' || x == b'-')
+}
+
+/// A registry host (DNS labels or a bracketed IPv6 address) with an optional port.
+fn valid_domain(d: &str) -> bool {
+    let (host, port) = if let Some(rest) = d.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match d.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (d, None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|x| x.is_ascii_digit()))
+    {
+        return false;
+    }
+    host.is_empty() && d.starts_with('[')
+        || host.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'-')
+        })
 }
 
 /// `sha256:` followed by 64 lowercase hex digits.
@@ -196,8 +311,47 @@ mod tests {
 
     #[test]
     fn bad_references_are_refused() {
-        for bad in ["", "x/UPPER", "x:tag with space", "a@sha256:short"] {
+        for bad in [
+            "",
+            "x/UPPER",
+            "x:tag with space",
+            "a@sha256:short",
+            "a//b",
+            "-a",
+            "a-",
+            "a..b",
+            "a___b",
+            "host:port/x",
+            "reg.io/x:",
+            "reg.io/x:.tag",
+            "a/b:c:d",
+            "[::1/x",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grammar_accepts_what_docker_accepts() {
+        for (input, registry, repository, tag) in [
+            ("a__b/c-d/e.f_g", "docker.io", "a__b/c-d/e.f_g", "latest"),
+            ("a---b", "docker.io", "library/a---b", "latest"),
+            ("index.docker.io/x", "docker.io", "library/x", "latest"),
+            ("Reg.IO/x:V_1.0-rc", "Reg.IO", "x", "V_1.0-rc"),
+            ("[::1]:5000/x:t", "[::1]:5000", "x", "t"),
+            (
+                "my-reg.example.com/a/b/c",
+                "my-reg.example.com",
+                "a/b/c",
+                "latest",
+            ),
+        ] {
+            let r = ImageRef::parse(input).unwrap();
+            assert_eq!(
+                (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+                (registry, repository, Some(tag)),
+                "{input}"
+            );
         }
     }
 }

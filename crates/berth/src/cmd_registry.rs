@@ -117,16 +117,17 @@ fn open_store(global: &crate::Global) -> Result<berth_image::Store> {
 async fn pull(a: PullArgs, global: &crate::Global) -> Result<u8> {
     let r = ImageRef::parse(&a.reference)?;
     let platform = Platform::parse(&a.platform)?;
-    let (platform_os, platform_arch) = (platform.os.clone(), platform.architecture.clone());
     let store = open_store(global)?;
     let client = client(&r.registry, a.insecure)?;
     let display = Display::new(a.quiet);
     let sink = display.sink();
     // named as typed (":latest" added), the way the image verbs look names up
     let name = crate::cmd_image::normalize(&a.reference);
+    // layers become snapshots as they arrive, so the first run does not pay for it
     let opts = PullOptions {
         platform,
         name: Some(name),
+        unpack: !a.no_unpack,
     };
     let pulled = client
         .pull(&store, &r, &opts, sink)
@@ -134,23 +135,6 @@ async fn pull(a: PullArgs, global: &crate::Global) -> Result<u8> {
         .with_context(|| format!("pulling {r}"));
     display.finish();
     let pulled = pulled?;
-    if !a.no_unpack {
-        // layers become snapshots now, so the first run does not pay for it
-        let (store, desc) = (store.clone(), pulled.manifest.clone());
-        let want = berth_image::Platform {
-            os: platform_os.clone(),
-            architecture: platform_arch.clone(),
-            variant: None,
-        };
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let image = store.image_from_desc(&desc, &want)?;
-            store.unpack_image(&image)?;
-            Ok(())
-        })
-        .await
-        .context("unpack task")?
-        .with_context(|| format!("unpacking {}", pulled.name))?;
-    }
     if a.quiet {
         println!("{}", pulled.name);
     } else {
@@ -365,6 +349,13 @@ impl Display {
                     b.finish_with_message("done");
                 }
             }
+            Event::Unpacked { digest } => {
+                if let Some(b) = bars.get(&digest) {
+                    b.finish_with_message("unpacked");
+                } else {
+                    let _ = multi.println(line(&Event::Unpacked { digest }));
+                }
+            }
             Event::Exists { .. } | Event::Mounted { .. } => {
                 let _ = multi.println(line(&e));
             }
@@ -421,6 +412,7 @@ fn line(e: &Event) -> String {
         Event::Exists { digest, .. } => format!("{}: already exists", short(digest)),
         Event::Mounted { digest, from } => format!("{}: mounted from {from}", short(digest)),
         Event::Done { digest, size } => format!("{}: done ({})", short(digest), human(*size)),
+        Event::Unpacked { digest } => format!("{}: unpacked", short(digest)),
     }
 }
 

@@ -650,7 +650,8 @@ fn run_mounts_cache_bind_tmpfs() {
         "FROM busybox\n\
          RUN --mount=type=cache,target=/c,id=k echo x >> /c/count && wc -l < /c/count > /count\n\
          RUN --mount=type=bind,source=data.txt,target=/mnt/data.txt cat /mnt/data.txt > /copied\n\
-         RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && grep -q ' /scratch tmpfs ' /proc/mounts && echo tmpfs-ok > /tmpfs\n",
+         RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && grep -q ' /scratch tmpfs ' /proc/mounts && echo tmpfs-ok > /tmpfs\n\
+         RUN grep -q localhost /etc/hosts && echo hosts-ok > /hosts-ok\n",
     );
     env.write("data.txt", "bound from the context\n");
     ok(env.build(&["-t", "m:1"]));
@@ -668,6 +669,12 @@ fn run_mounts_cache_bind_tmpfs() {
     assert_eq!(get("count").trim(), "2");
     assert_eq!(get("copied"), "bound from the context\n");
     assert_eq!(get("tmpfs"), "tmpfs-ok\n");
+    assert_eq!(get("hosts-ok"), "hosts-ok\n");
+    assert!(
+        !files
+            .iter()
+            .any(|(p, _)| p == "etc/hosts" || p == "etc/resolv.conf")
+    );
     for (p, _) in &files {
         assert!(
             !p.starts_with("c/") && !p.starts_with("mnt") && !p.starts_with("scratch"),

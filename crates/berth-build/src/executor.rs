@@ -1445,6 +1445,24 @@ impl Builder<'_> {
         let mut oci_mounts = Vec::new();
         let mut created: Vec<String> = Vec::new();
         let mut from_mounts: Vec<Work> = Vec::new();
+        // /etc/hosts and /etc/resolv.conf as BuildKit gives them, bound from the step's
+        // directory so they never reach the layer
+        if fs::symlink_metadata(rootfs.join("etc")).is_ok_and(|m| m.is_dir()) {
+            let hosts = work.path().join("hosts");
+            fs::write(
+                &hosts,
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            )
+            .map_err(io_err("write", &hosts))?;
+            let resolv = work.path().join("resolv.conf");
+            let text = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            fs::write(&resolv, text).map_err(io_err("write", &resolv))?;
+            for (src, dst) in [(hosts, "/etc/hosts"), (resolv, "/etc/resolv.conf")] {
+                created.extend(make_mount_target(&rootfs, dst, true)?);
+                oci_mounts.push(json!({"destination": dst, "type": "bind",
+                    "source": src, "options": ["rbind", "rw"]}));
+            }
+        }
         for p in &planned {
             if p.kind == MountType::Secret && p.target.is_empty() {
                 // env-only secret

@@ -69,7 +69,7 @@ pub fn run(r: &mut Report) -> Result<()> {
     // podman/buildah fail here with the default nofile ulimit (ENVIRONMENT.md)
     std::fs::write(
         &conf,
-        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
     )?;
     let store = berth_image::Store::open(&root.join("images"))?;
     berth_image::fixtures::busybox_image(&store, "localhost/busybox:latest")?;

@@ -688,3 +688,42 @@ fn run_mounts_cache_bind_tmpfs() {
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
+
+#[test]
+fn missing_base_is_pulled_and_pull_refreshes() {
+    let env = Env::new();
+    let reg = integration_tests::registry::Registry::start(integration_tests::registry::Auth::None)
+        .unwrap();
+    let image = format!("{}/lib/busybox:1", reg.addr());
+    // push busybox from another root
+    let other = TestRoots::new().unwrap();
+    let store = Store::open(&other.root().join("images")).unwrap();
+    fixtures::busybox_image(&store, &image).unwrap();
+    let out = other.berth().args(["push", "-q", &image]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.write(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN echo pulled-ok > /p\n"),
+    );
+    let log = ok(env.build(&["-t", "pulled:1"]));
+    assert!(log.contains(&format!("pulling {image}")), "{log}");
+    assert!(env.store().resolve(&image).is_ok());
+    // present now: no pull without --pull, a pull with it
+    let log = ok(env.build(&["-t", "pulled:2"]));
+    assert!(!log.contains("pulling"), "{log}");
+    let log = ok(env.build(&["-t", "pulled:3", "--pull"]));
+    assert!(log.contains(&format!("pulling {image}")), "{log}");
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+    // an image nobody has fails clearly
+    env.write(
+        "Dockerfile",
+        &format!("FROM {}/nope/nothing:1\n", reg.addr()),
+    );
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("pulling base image"),
+        "{}",
+        stderr(&out)
+    );
+}

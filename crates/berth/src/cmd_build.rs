@@ -50,7 +50,8 @@ pub struct BuildArgs {
     /// Also write the image out: `type=oci,dest=FILE` or `type=docker,dest=FILE`.
     #[arg(short = 'o', long = "output", value_name = "type=oci|docker,dest=FILE")]
     pub output: Vec<String>,
-    /// Pull base images first (not supported yet: bases come from the local store).
+    /// Pull every base image first, even when the store has it (missing ones are
+    /// always pulled).
     #[arg(long)]
     pub pull: bool,
     /// Target platform (only the host's, linux/amd64, is supported).
@@ -72,6 +73,31 @@ fn key_value(s: &str, what: &str) -> Result<(String, String)> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
     }
+}
+
+/// The images the FROM lines name (meta ARGs expanded), earlier stages and `scratch`
+/// left out.
+fn base_images(
+    df: &berth_build::Dockerfile,
+    build_args: &BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    use berth_build::scope::{MetaArgs, stages};
+    let (meta_insts, all) = stages(df)?;
+    let lexer = berth_build::shell::Lexer::new(df.escape);
+    let meta = MetaArgs::new(&meta_insts, build_args, &[], &lexer)?;
+    let mut out: Vec<String> = Vec::new();
+    for st in &all {
+        let (image, _) = meta.expand_from(st, &lexer)?;
+        let lower = image.to_ascii_lowercase();
+        let is_stage = all[..st.index]
+            .iter()
+            .any(|s| s.name() == Some(lower.as_str()));
+        if lower == "scratch" || is_stage || out.contains(&image) {
+            continue;
+        }
+        out.push(image);
+    }
+    Ok(out)
 }
 
 fn fields(s: &str) -> BTreeMap<String, String> {
@@ -114,9 +140,6 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         let json = serde_json::to_string_pretty(&df).context("encoding the parsed dockerfile")?;
         println!("{json}");
         return Ok(0);
-    }
-    if args.pull {
-        bail!("--pull is not supported yet: pull the base image with `berth pull` first");
     }
     if let Some(p) = &args.platform
         && p != "linux/amd64"
@@ -191,6 +214,32 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         .transpose()?
         .unwrap_or(0);
     let store = crate::cmd_image::store(global)?;
+    // base images: pulled when asked (--pull) or missing from the store, as docker does
+    for image in base_images(&df, &build_args)? {
+        let have = store.image(&crate::cmd_image::normalize(&image), &Default::default());
+        if !args.pull && (have.is_ok() || store.image(&image, &Default::default()).is_ok()) {
+            continue;
+        }
+        eprintln!("pulling {image}");
+        let pull = crate::cmd_registry::RegistryCommand::Pull(crate::cmd_registry::PullArgs {
+            platform: "linux/amd64".into(),
+            quiet: true,
+            insecure: false,
+            no_unpack: false,
+            reference: image.clone(),
+        });
+        match crate::cmd_registry::run(global, pull) {
+            Ok(0) => {}
+            Ok(code) => {
+                eprintln!("berth: build failed: pulling base image {image} failed");
+                return Ok(code.max(1));
+            }
+            Err(e) => {
+                eprintln!("berth: build failed: pulling base image {image}: {e:#}");
+                return Ok(1);
+            }
+        }
+    }
     let opts = berth_build::executor::BuildOptions {
         root: global.root.clone(),
         state: global.state.clone(),

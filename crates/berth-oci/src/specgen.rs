@@ -87,13 +87,27 @@ pub fn features() -> Value {
         "linux": {
             "namespaces": ns,
             "capabilities": caps,
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {"enabled": berth_runtime::seccomp_supported()},
+            "cgroup": cgroup_features(),
+            "seccomp": berth_runtime::seccomp_features(),
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}}
         },
         "annotations": {"io.github.berth.oci.version": env!("CARGO_PKG_VERSION")}
+    })
+}
+
+/// The cgroup part of the features document, from the cgroup layout of this host.
+fn cgroup_features() -> Value {
+    use berth_runtime::cgroup_host::Layout;
+    let host = berth_runtime::cgroup_host::host_support().ok();
+    let layout = host.as_ref().map(|h| h.layout);
+    json!({
+        "v1": matches!(layout, Some(Layout::V1 | Layout::Hybrid)),
+        "v2": matches!(layout, Some(Layout::V2 | Layout::Hybrid)),
+        "systemd": false,
+        "systemdUser": false,
+        "rdma": host.as_ref().is_some_and(|h| h.has("rdma")),
     })
 }

@@ -159,14 +159,18 @@ pub struct Created {
     /// The saved state.
     pub state: State,
     sync: OwnedFd,
+    /// The pty master of a foreground terminal.
+    pty: Option<OwnedFd>,
 }
 
 /// `create`: clone the init with every isolation applied, leave it waiting for `start`.
 pub fn create(o: &CreateOpts) -> Result<State> {
-    create_inner(o, true).map(|c| c.state)
+    create_inner(o, true, false).map(|c| c.state)
 }
 
-fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
+/// `foreground`: `run` without --detach, which may give the container a terminal of
+/// its own without a console socket (the pty master comes back to us).
+fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Created> {
     validate_id(&o.id)?;
     let bundle =
         std::fs::canonicalize(&o.bundle).map_err(io(format!("bundle {}", o.bundle.display())))?;
@@ -177,11 +181,12 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
         bundle.join(root_cfg.path()).display()
     )))?;
     let process = spec.process().clone().expect("checked by config::check");
-    if process.terminal() == Some(true) && o.console_socket.is_none() {
+    let fg_tty = process.terminal() == Some(true) && o.console_socket.is_none();
+    if fg_tty && !foreground {
         return Err(Error::Config {
             path: bundle.join("config.json"),
             field: "process.terminal".into(),
-            msg: "a terminal needs --console-socket".into(),
+            msg: "cannot allocate a tty for a detached container without --console-socket".into(),
         });
     }
     let linux = spec.linux().as_ref().expect("checked by config::check");
@@ -233,11 +238,17 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
             msg: "setting a hostname needs a uts namespace".into(),
         });
     }
-    let console = o
-        .console_socket
-        .as_deref()
-        .map(crate::sys::unix_connect)
-        .transpose()?;
+    let (console, pty) = if fg_tty {
+        let (ours, theirs) = crate::sys::seqpacket_pair()?;
+        (Some(theirs), Some(ours))
+    } else {
+        let c = o
+            .console_socket
+            .as_deref()
+            .map(crate::sys::unix_connect)
+            .transpose()?;
+        (c, None)
+    };
     // Seccomp is compiled here, before the clone (libseccomp allocates); the init only
     // loads it. The agent socket is connected now: its path is a host path.
     let (filter, agent) = seccomp_prepare(&o.root, linux.seccomp().as_ref())?;
@@ -373,7 +384,14 @@ fn create_inner(o: &CreateOpts, listen: bool) -> Result<Created> {
         write_pid_file(p, pid)?;
     }
     guard.armed = false;
-    Ok(Created { state, sync: psock })
+    let pty = pty
+        .map(|p| crate::sys::recv_fd(p.as_raw_fd()))
+        .transpose()?;
+    Ok(Created {
+        state,
+        sync: psock,
+        pty,
+    })
 }
 
 /// The device rules plus what every container needs, as runc does: mknod of any node,
@@ -603,6 +621,15 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
     let exec = ExecArgs::new(&path, ctx.process)?;
     // SAFETY: prctl with integer arguments; from here on the init outlives `create`.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    // Credentials, capabilities and seccomp are final before `create` returns, as with
+    // runc: a seccomp agent gets its listener fd (with the "creating" state) during
+    // create, and `start` only releases the exec.
+    let sc = ctx.seccomp.map(|f| Seccomp {
+        filter: f,
+        agent: ctx.seccomp_agent,
+        state: notify_state(&go[1..], ctx.seccomp_metadata),
+    });
+    finalize(ctx.process, 3 + ctx.preserve as RawFd, sc.as_ref())?;
     send(ctx.sync, b"R")?;
 
     // Wait for `start` (a connection on the listener) or, for `run`, the parent's go.
@@ -648,12 +675,6 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
             &start_state,
         )?;
     }
-    let sc = ctx.seccomp.map(|f| Seccomp {
-        filter: f,
-        agent: ctx.seccomp_agent,
-        state: notify_state(&start_state, ctx.seccomp_metadata),
-    });
-    finalize(ctx.process, 3 + ctx.preserve as RawFd, sc.as_ref())?;
     Ok(exec.exec())
 }
 
@@ -793,7 +814,7 @@ fn warn_stderr(e: &dyn std::fmt::Display) {
 /// `run`: create + start in one process and (unless `detach`) wait; returns the exit
 /// code to use (128+n for a signal).
 pub fn run(o: &CreateOpts, detach: bool) -> Result<i32> {
-    let c = create_inner(o, false)?;
+    let c = create_inner(o, false, !detach)?;
     let mut st = c.state;
     let pid = st.pid;
     let mut m = vec![b'S'];
@@ -817,7 +838,10 @@ pub fn run(o: &CreateOpts, detach: bool) -> Result<i32> {
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding(pid, &set);
+    let code = match c.pty {
+        Some(master) => crate::tty::proxy(pid, master, &set),
+        None => wait_forwarding(pid, &set),
+    };
     st.status = Status::Stopped;
     destroy(&o.root, &st, false)?;
     Ok(code)

@@ -18,6 +18,7 @@ pub mod process;
 pub mod rootfs;
 pub mod state;
 pub mod sys;
+mod tty;
 
 pub use container::{CreateOpts, ExecOpts};
 pub use error::{Error, Result};
@@ -26,4 +27,15 @@ pub use state::{State, Status};
 /// Whether seccomp profiles can be applied by this build.
 pub fn seccomp_supported() -> bool {
     true
+}
+
+/// The seccomp part of the runtime-spec features document: the actions, flags and
+/// architectures this build and the running kernel support.
+pub fn seccomp_features() -> serde_json::Value {
+    serde_json::to_value(berth_seccomp::features()).unwrap_or_default()
+}
+
+/// What the host's cgroup file systems offer (for the features document).
+pub mod cgroup_host {
+    pub use berth_cgroups::{HostSupport, Layout, host_support};
 }

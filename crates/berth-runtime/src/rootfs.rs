@@ -216,7 +216,8 @@ impl Setup<'_> {
             .and_then(|l| l.rootfs_propagation().as_deref())
             .and_then(propagation_flag)
             .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-        mount(None, Path::new("/"), None, prop | libc::MS_REC, None)?;
+        // As runc: the flag as given ("slave" is not recursive, "rslave" is).
+        mount(None, Path::new("/"), None, prop, None)?;
         // pivot_root refuses a new root whose parent mount is shared.
         self.make_parent_private()?;
         mount(

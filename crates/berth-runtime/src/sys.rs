@@ -138,6 +138,38 @@ pub(crate) fn send_fd(sock: RawFd, fd: RawFd, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Receive one fd sent with SCM_RIGHTS (the pty master from the container init).
+pub(crate) fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
+    let mut cbuf = [0u64; 8];
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid initial value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg points to valid buffers of the given sizes.
+    if unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) } < 0 {
+        return Err(sys("receive the pty master"));
+    }
+    // SAFETY: the kernel filled msg_control; CMSG_* walk inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(crate::error::Error::Init(
+                "the container init sent no pty master".into(),
+            ));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
 /// Connect a `SOCK_STREAM` unix socket to `path` (long paths go through /proc/self/fd).
 pub(crate) fn unix_connect(path: &Path) -> Result<OwnedFd> {
     let s = std::os::unix::net::UnixStream::connect(path).or_else(|e| {

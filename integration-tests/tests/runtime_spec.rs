@@ -864,3 +864,76 @@ fn features_from_the_host() {
     }
     assert_eq!(f["hooks"], r["hooks"]);
 }
+
+/// Follow `events --interval 1s` of a container until an OOM event (or 30 s).
+fn oom_events(env: &Env, rt: &Path, tag: &str) -> (Vec<Value>, String) {
+    use std::io::BufRead;
+    let id = unique_id(tag);
+    let errf = env.dir.path().join(format!("stderr-{id}"));
+    let st = Command::new(rt)
+        .arg("--root")
+        .arg(env.root(tag))
+        .args(["run", "-d", "--bundle", env.b(), &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errf).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "{tag} run -d: {}",
+        std::fs::read_to_string(&errf).unwrap_or_default()
+    );
+    let mut ev = Command::new(rt)
+        .arg("--root")
+        .arg(env.root(tag))
+        .args(["events", "--interval", "1s", &id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = ev.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let v: Value = serde_json::from_str(&l).unwrap();
+        let oom = v["type"] == "oom";
+        seen.push(v);
+        if oom {
+            break;
+        }
+    }
+    let _ = ev.kill();
+    let _ = ev.wait();
+    let o = cmd(rt, &env.root(tag), &["delete", "--force", &id]);
+    assert!(o.status.success(), "{tag} delete: {}", err(&o));
+    (seen, id)
+}
+
+/// `events` reports an OOM kill in the container's memory cgroup as runc does, between
+/// the periodic stats.
+#[test]
+fn events_report_oom_like_runc() {
+    let env = Env::new(&["sh", "-c", "sleep 2; tail /dev/zero; exec sleep 1000"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    env.config(|v| {
+        v["linux"]["resources"]["memory"] = json!({"limit": 16 * 1024 * 1024});
+    });
+    for (tag, rt) in runtimes() {
+        let (seen, id) = oom_events(&env, &rt, tag);
+        let last = seen.last().unwrap_or(&Value::Null);
+        assert_eq!(*last, json!({"type": "oom", "id": id}), "{tag}: {seen:?}");
+        assert_eq!(seen[0]["type"], "stats", "{tag}: {seen:?}");
+    }
+    leak.assert_clean();
+}

@@ -194,14 +194,34 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             c::update(&root, &a.id, &res)?;
             Ok(0)
         }
-        Cmd::Events(a) => loop {
-            out!("{}", c::stats(&root, &a.id)?);
+        Cmd::Events(a) => {
             if a.stats {
+                out!("{}", c::stats(&root, &a.id)?);
                 return Ok(0);
             }
-            let secs: u64 = a.interval.trim_end_matches('s').parse().unwrap_or(5);
-            std::thread::sleep(std::time::Duration::from_secs(secs));
-        },
+            let every = parse_interval(&a.interval)?;
+            // As runc: stats every interval, and an "oom" event as soon as the kernel
+            // reports an OOM kill in the container's memory cgroup.
+            let mut oom = berth_runtime::oom::OomWatch::new(&c::state(&root, &a.id)?)?;
+            loop {
+                out!("{}", c::stats(&root, &a.id)?);
+                let until = std::time::Instant::now() + every;
+                loop {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match oom.as_mut() {
+                        Some(w) => {
+                            for _ in 0..w.wait(left.as_millis().min(i32::MAX as u128) as i32)? {
+                                out!("{}", serde_json::json!({"type": "oom", "id": a.id}));
+                            }
+                        }
+                        None => std::thread::sleep(left),
+                    }
+                }
+            }
+        }
         Cmd::Spec(a) => {
             let dir = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
             let p = dir.join("config.json");
@@ -220,6 +240,27 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// runc's `--interval` (a Go duration such as `5s`, `500ms`, `1m`).
+fn parse_interval(s: &str) -> Result<std::time::Duration> {
+    let (num, unit) = s
+        .find(|ch: char| !ch.is_ascii_digit() && ch != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("--interval {s:?}: not a duration"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => bail!("--interval {s:?}: unknown unit {unit:?}"),
+    };
+    if secs <= 0.0 {
+        bail!("--interval {s:?}: must be positive");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn create_opts(root: &Path, id: &str, a: &cli::CreateArgs) -> Result<c::CreateOpts> {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod oom;
 pub mod process;
 pub mod rootfs;
 pub mod state;

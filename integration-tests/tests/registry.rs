@@ -389,6 +389,9 @@ mod client {
     enum Fault {
         /// Blob bodies trickle at this many bytes per second per connection.
         Throttle(usize),
+        /// The first N blob GETs without Range send half the body, then go silent
+        /// with the connection open (until the client gives up on it).
+        Stall(u32),
         /// Blob GETs whose path contains the string wait this long before answering.
         Delay(String, Duration),
         /// Blob bodies keep their length but have a flipped byte.
@@ -415,7 +418,7 @@ mod client {
             let stop = Arc::new(AtomicBool::new(false));
             let log = Arc::new(Mutex::new(Vec::new()));
             let budget = Arc::new(Mutex::new(match fault {
-                Fault::Truncate(n) | Fault::ServerErrors(n) => n,
+                Fault::Truncate(n) | Fault::ServerErrors(n) | Fault::Stall(n) => n,
                 _ => u32::MAX,
             }));
             let (st, lg, up) = (stop.clone(), log.clone(), upstream.to_owned());
@@ -546,6 +549,26 @@ mod client {
                     client.write_all(&resp[..cut])?;
                     client.flush()?;
                     // an abrupt end of the connection mid-body
+                    return Ok(());
+                }
+                Fault::Stall(_) if !range && take(budget) => {
+                    let cut = split + (resp.len() - split) / 2;
+                    client.write_all(&resp[..cut])?;
+                    client.flush()?;
+                    // silent, connection open: wait (bounded) for the client to close it
+                    let mut sink = [0u8; 1024];
+                    let until = std::time::Instant::now() + Duration::from_secs(20);
+                    client.set_read_timeout(Some(Duration::from_millis(200)))?;
+                    while std::time::Instant::now() < until {
+                        match client.read(&mut sink) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
                     return Ok(());
                 }
                 Fault::Throttle(rate) => {
@@ -942,6 +965,116 @@ mod client {
         assert_eq!(image.manifest.layers().len(), layers.len());
         for c in image.chain_ids()? {
             assert!(store.has_snapshot(&c), "snapshot {c} missing");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_silent_server_times_out_and_the_blob_is_resumed() -> Result<()> {
+        let reg = Registry::start(Auth::None)?;
+        let proxy = FaultProxy::start(reg.addr(), Fault::Stall(1))?;
+        let (_src, via_proxy, digest) = pushed_fixture(&reg, &proxy, "fault/stall")?;
+        let dst = tempfile::tempdir()?;
+        let store = Store::open(&dst.path().join("images"))?;
+        let client = Client::new(ClientConfig {
+            docker_config: Some("".into()),
+            backoff: Duration::from_millis(20),
+            idle_timeout: Duration::from_secs(1),
+            ..Default::default()
+        })?;
+        let (sink, seen) = events();
+        let started = std::time::Instant::now();
+        let pulled = rt().block_on(client.pull(
+            &store,
+            &ImageRef::parse(&via_proxy)?,
+            &PullOptions::default(),
+            sink,
+        ))?;
+        assert_eq!(pulled.manifest.digest().to_string(), digest);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stall was not cut short: {:?}",
+            started.elapsed()
+        );
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter().any(|e| matches!(e, Event::Retrying { reason, .. }
+                if reason.contains("no progress") || reason.contains("timed out") || reason.contains("error decoding"))),
+            "no retry after the stall: {seen:?}"
+        );
+        assert!(
+            proxy
+                .requests()
+                .iter()
+                .any(|r| r.contains("/blobs/") && r.ends_with("[range]")),
+            "the retry did not resume with Range: {:?}",
+            proxy.requests()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn push_skips_blobs_the_registry_has() -> Result<()> {
+        let _ = bin_path("berth");
+        let reg = Registry::start(Auth::None)?;
+        let roots = TestRoots::new()?;
+        let docker = roots.path().join("docker");
+        let name = format!("{}/skip/img:1", reg.addr());
+        let (_, digest) = store_with_busybox(&roots.root(), &name)?;
+        let (ok, out, first) = berth(&roots, &docker, &["push", &name])?;
+        assert!(ok, "{out}\n{first}");
+        assert!(!first.contains("already exists"), "{first}");
+        // the same image under another tag: nothing to upload but the manifest
+        let again = format!("{}/skip/img:2", reg.addr());
+        berth_ok(&roots, &docker, &["tag", &name, &again])?;
+        let (ok, out, err) = berth(&roots, &docker, &["push", &again])?;
+        assert!(ok, "{out}\n{err}");
+        assert!(
+            out.contains(&digest) && out.contains("0 B uploaded"),
+            "{out}"
+        );
+        assert_eq!(err.matches("already exists").count(), 2, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_cli_pulls_of_one_image_into_one_store() -> Result<()> {
+        let _ = bin_path("berth");
+        let reg = Registry::start(Auth::None)?;
+        let (_src, name, digest, _) = pushed_generated(&reg, "concurrent/pull", 3, 12)?;
+        // slow enough that the two pulls overlap on every blob
+        let proxy = FaultProxy::start(reg.addr(), Fault::Throttle(8 << 20))?;
+        let via = name.replace(reg.addr(), &proxy.addr);
+        let roots = TestRoots::new()?;
+        let docker = roots.path().join("docker");
+        let spawn = || {
+            roots
+                .berth()
+                .env("DOCKER_CONFIG", &docker)
+                .args(["pull", "-q", &via])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        };
+        let (a, b) = (spawn()?, spawn()?);
+        for child in [a, b] {
+            let out = child.wait_with_output()?;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = berth_ok(&roots, &docker, &["system", "check"])?;
+        assert!(
+            out.contains(": 0 problem(s)") && !out.contains("leftover"),
+            "{out}"
+        );
+        let store = Store::open(&roots.root().join("images"))?;
+        assert_eq!(store.resolve(&via)?.digest().to_string(), digest);
+        let image = store.image(&via, &Default::default())?;
+        for c in image.chain_ids()? {
+            assert!(store.has_snapshot(&c));
         }
         Ok(())
     }

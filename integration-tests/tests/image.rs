@@ -548,3 +548,35 @@ fn wrong_digest_stores_nothing_and_concurrent_writers_agree() {
     assert_eq!(store.read_blob(&right).unwrap(), data);
     assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
 }
+
+#[test]
+fn cli_image_prune_removes_what_nothing_references() {
+    let roots = TestRoots::new().unwrap();
+    let store = Store::open(&roots.root().join("images")).unwrap();
+    fixtures::busybox_image(&store, "app:v1").unwrap();
+    let old = store.image("app:v1", &Platform::default()).unwrap();
+    ok(berth(&roots, &["image", "unpack", "app:v1"]));
+    let old_layer = old.manifest.layers()[0].digest().to_string();
+    let old_chain = old.chain_ids().unwrap().remove(0);
+    assert!(store.has_snapshot(&old_chain));
+    // the tag moves to a new image: the old one's blobs and snapshot are now orphans
+    let tar = tar_of(|b| file(b, "new", b"new"));
+    fixtures::image_from_layers(&store, "app:v1", &[tar], &["sh"]).unwrap();
+    let new = store.image("app:v1", &Platform::default()).unwrap();
+    ok(berth(&roots, &["image", "unpack", "app:v1"]));
+    let out = ok(berth(&roots, &["image", "prune"]));
+    assert!(out.contains(&format!("deleted: {old_layer}")), "{out}");
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert!(!store.has_snapshot(&old_chain), "orphan snapshot kept");
+    for c in new.chain_ids().unwrap() {
+        assert!(store.has_snapshot(&c), "prune removed a used snapshot");
+    }
+    for l in new.manifest.layers() {
+        assert!(store.has_blob(&l.digest().to_string().parse().unwrap()));
+    }
+    // nothing left to prune; the store is whole
+    let out = ok(berth(&roots, &["image", "prune"]));
+    assert!(!out.contains("deleted:"), "{out}");
+    let check = ok(berth(&roots, &["system", "check"]));
+    assert!(check.contains(": 0 problem(s)"), "{check}");
+}

@@ -185,6 +185,8 @@ pub struct Parsed {
     pub objects: Vec<Object>,
     /// Unsupported fields.
     pub warnings: Vec<Warning>,
+    /// Each object's document as written (JSON), same order as `objects`.
+    pub values: Vec<Value>,
 }
 
 /// Parse every document of `text` (YAML stream, JSON object, or a `kind: List`).
@@ -335,6 +337,7 @@ fn parse_value(at: &mut Location, value: Value, out: &mut Parsed) -> Result<(), 
     }
     invalid(at, validate::object(&object))?;
     out.objects.push(object);
+    out.values.push(value);
     Ok(())
 }
 

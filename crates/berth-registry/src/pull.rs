@@ -256,8 +256,11 @@ impl Client {
             };
             let Some(chain) = &chain else { continue };
             for k in ready {
-                let (store, sem, desc) = (store.clone(), unpacks.clone(), layers[k].clone());
                 let (diff_id, chain_id) = chain[k].clone();
+                if store.has_snapshot(&chain_id) {
+                    continue;
+                }
+                let (store, sem, desc) = (store.clone(), unpacks.clone(), layers[k].clone());
                 tasks.spawn(async move {
                     let _permit = sem.acquire_owned().await.ok();
                     let layer = oci_desc(&desc)?;

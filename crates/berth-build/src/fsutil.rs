@@ -197,7 +197,9 @@ pub fn find_sources(
         if fs::symlink_metadata(&path).is_err() || ignored(&rel) {
             return Err(BuildError::NotFound(src.to_string()));
         }
-        return Ok(vec![Item { rel, path }]);
+        let mut item = Item { rel, path };
+        follow_top(root, &mut item)?;
+        return Ok(vec![item]);
     }
     let mut found = vec![Item {
         rel: String::new(),
@@ -238,7 +240,22 @@ pub fn find_sources(
     if found.is_empty() {
         return Err(BuildError::NotFound(src.to_string()));
     }
+    found.iter_mut().try_for_each(|i| follow_top(root, i))?;
     Ok(found)
+}
+
+/// A source named directly is followed when it is a symlink (as BuildKit does),
+/// staying inside `root`; what lies below it is copied as is.
+fn follow_top(root: &Path, item: &mut Item) -> Result<(), BuildError> {
+    if fs::symlink_metadata(&item.path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let target =
+            resolve_in_root(root, &item.rel, true).map_err(io_err("resolve", &item.path))?;
+        if fs::symlink_metadata(&target).is_err() {
+            return Err(BuildError::NotFound(item.rel.clone()));
+        }
+        item.path = target;
+    }
+    Ok(())
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -520,5 +537,10 @@ mod tests {
         let items = find_sources(r, "d/*.txt", Some(&m)).unwrap();
         assert_eq!(items.len(), 1);
         assert!(find_sources(r, "d/b.log", Some(&m)).is_err());
+        // a named symlink is followed, inside the root only
+        std::os::unix::fs::symlink("/d/a.txt", r.join("link")).unwrap();
+        let items = find_sources(r, "link", None).unwrap();
+        assert_eq!(items[0].path, r.join("d/a.txt"));
+        assert_eq!(items[0].rel, "link");
     }
 }

@@ -1046,6 +1046,13 @@ fn destroy(root: &Path, st: &State, kill: bool) -> Result<()> {
                 unsafe { libc::kill(p, libc::SIGKILL) };
             }
         }
+        // Frozen tasks only die once thawed: `delete --force` of a paused container
+        // (podman rm -f, kube down) would otherwise leave them frozen in the cgroup.
+        if st.status == Status::Paused
+            && let Some(cg) = cgroup(st)
+        {
+            let _ = cg.thaw();
+        }
         wait_gone(st.pid, st.init_start_time);
     }
     if let Some(cg) = cgroup(st) {

@@ -10,6 +10,7 @@ use clap::Parser;
 
 mod cmd_build;
 mod cmd_image;
+mod cmd_network;
 mod cmd_registry;
 
 /// berth: a container toolkit (images, containers, builds, manifests).
@@ -51,6 +52,8 @@ enum Command {
     Image(cmd_image::ImageCommand),
     #[command(flatten)]
     Registry(cmd_registry::RegistryCommand),
+    #[command(flatten)]
+    Network(cmd_network::NetworkCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Build(cmd) => cmd_build::run(&cli.global, cmd),
         Command::Image(cmd) => cmd_image::run(&cli.global, cmd),
         Command::Registry(cmd) => cmd_registry::run(&cli.global, cmd),
+        Command::Network(cmd) => cmd_network::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,549 @@
+//! Container networking end to end: berth-net's bridge, veth, namespaces and nft
+//! rules on the real kernel; the engine's network seam (default bridge, user networks
+//! with names, published ports); the `berth network` verbs. Every test fetches over
+//! HTTP only from this host's own addresses or namespaces it made, with bounded
+//! retries, and ends with a leak check.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_engine::network::{self as enet, Netns, Request};
+use berth_net::{Endpoint, Mapping, Netlink, Proto, Subnet};
+use integration_tests::{LeakCheck, TestRoots, busybox_rootfs, require_cmd, require_root};
+
+/// A distinct /24 per test in this process (10.250.x.0/24 stays off the engine's pools).
+fn test_subnet(n: u32) -> Subnet {
+    let x = (std::process::id() * 7 + n * 31) % 256;
+    Subnet {
+        addr: Ipv4Addr::new(10, 250, x as u8, 0),
+        prefix: 24,
+    }
+}
+
+/// This host's first non-loopback IPv4 address.
+fn host_address() -> Ipv4Addr {
+    let out = integration_tests::run_ok(
+        require_cmd("ip"),
+        ["-4", "-o", "addr", "show", "scope", "global"],
+    )
+    .expect("ip addr");
+    out.lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .find(|ip| !ip.is_loopback() && !ip.octets().starts_with(&[10, 250]))
+        .expect("this host has a non-loopback IPv4 address")
+}
+
+/// GET / from `addr`, retried for at most `wait`: the body, or the last error.
+fn http_get(addr: SocketAddr, wait: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + wait;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        }) {
+            Ok(text) if text.starts_with("HTTP/1") => return Ok(text),
+            Ok(text) => last = format!("not HTTP: {text:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("GET http://{addr}/ failed: {last}"))
+}
+
+/// busybox httpd serving `www` inside the namespace pinned at `netns`.
+fn httpd_in(netns: &Path, www: &Path) -> Child {
+    Command::new(require_cmd("nsenter"))
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            require_cmd("busybox").to_str().unwrap(),
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+        ])
+        .arg(www)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start httpd in the namespace")
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn web_root(dir: &Path, text: &str) -> PathBuf {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), text).unwrap();
+    www
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+fn library_publishes_to_loopback_and_host_address_then_leaves_nothing() {
+    require_root();
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-nettest-")
+        .tempdir()
+        .unwrap();
+    let n = std::process::id() % 0xffff;
+    let bridge = format!("btlib{n:x}");
+    let veth = format!("vtlib{n:x}");
+    let tag = integration_tests::unique_id("netlib");
+    let table = format!("berth_{bridge}");
+    let leaks = LeakCheck::new(&[
+        tmp.path().to_string_lossy().into_owned(),
+        bridge.clone(),
+        veth.clone(),
+        tag.clone(),
+    ]);
+    let subnet = test_subnet(1);
+    let gateway = subnet.first_host();
+    let ip = subnet.next_free(&[gateway]).unwrap();
+    let pin = tmp.path().join("netns");
+    let www = web_root(tmp.path(), "hello from berth-net\n");
+
+    let mut nl = Netlink::open().unwrap();
+    berth_net::ensure_bridge(&mut nl, &bridge, gateway, subnet.prefix).unwrap();
+    // again: idempotent (concurrent first containers both call it)
+    berth_net::ensure_bridge(&mut nl, &bridge, gateway, subnet.prefix).unwrap();
+    berth_net::nft::up(&table, &bridge, subnet).unwrap();
+    let mac = berth_net::attach(
+        &mut nl,
+        &Endpoint {
+            netns: &pin,
+            bridge: &bridge,
+            host_veth: &veth,
+            ip,
+            prefix: subnet.prefix,
+            gateway,
+        },
+    )
+    .unwrap();
+    assert_eq!(mac[..2], [0x02, 0x42]);
+    let httpd = httpd_in(&pin, &www);
+
+    let lo_port = berth_net::ports::pick_free(Ipv4Addr::LOCALHOST, Proto::Tcp, &[]).unwrap();
+    let any_port =
+        berth_net::ports::pick_free(Ipv4Addr::UNSPECIFIED, Proto::Tcp, &[lo_port]).unwrap();
+    let ports = [
+        Mapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: lo_port,
+            container_ip: ip,
+            container_port: 80,
+            proto: Proto::Tcp,
+        },
+        Mapping {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: any_port,
+            container_ip: ip,
+            container_port: 80,
+            proto: Proto::Tcp,
+        },
+    ];
+    berth_net::nft::publish(&table, &tag, &ports).unwrap();
+
+    let wait = Duration::from_secs(5);
+    let body = http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, lo_port)), wait).unwrap();
+    assert!(body.contains("hello from berth-net"), "{body}");
+    let host = host_address();
+    let body = http_get(SocketAddr::from((host, any_port)), wait).unwrap();
+    assert!(body.contains("hello from berth-net"), "{body}");
+    let body = http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, any_port)), wait).unwrap();
+    assert!(body.contains("hello from berth-net"), "{body}");
+    // published on 127.0.0.1 only: not on the host's other address
+    assert!(
+        http_get(
+            SocketAddr::from((host, lo_port)),
+            Duration::from_millis(300)
+        )
+        .is_err()
+    );
+
+    let ruleset = integration_tests::run_ok("nft", ["list", "table", "ip", &table]).unwrap();
+    assert!(
+        ruleset.contains(&format!(
+            "ip saddr {subnet} oifname != \"{bridge}\" masquerade"
+        )),
+        "outbound NAT rule missing:\n{ruleset}"
+    );
+    assert!(ruleset.contains(&format!("comment \"{tag}\"")), "{ruleset}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    stop(httpd);
+    berth_net::nft::unpublish(&table, &ports).unwrap();
+    berth_net::nft::unpublish(&table, &ports).unwrap(); // twice: idempotent
+    berth_net::detach(&mut nl, &pin, &veth).unwrap();
+    berth_net::detach(&mut nl, &pin, &veth).unwrap();
+    berth_net::nft::down(&table).unwrap();
+    berth_net::remove_link(&mut nl, &bridge).unwrap();
+    assert!(!link_exists(&veth) && !link_exists(&bridge) && !pin.exists());
+    leaks.assert_clean();
+}
+
+fn request(network: &str, name: &str, ports: &[&str]) -> Request {
+    Request {
+        network: network.into(),
+        ports: ports.iter().map(|p| p.to_string()).collect(),
+        name: name.into(),
+        hostname: name.into(),
+        ..Default::default()
+    }
+}
+
+fn pin_of(att: &enet::Attachment) -> PathBuf {
+    match &att.netns {
+        Netns::Path(p) => p.clone(),
+        other => panic!("expected a namespace path, got {other:?}"),
+    }
+}
+
+#[test]
+fn engine_default_bridge_publishes_and_is_removed_with_its_last_container() {
+    require_root();
+    let roots = TestRoots::new().unwrap();
+    let id = integration_tests::unique_id("netdef");
+    let mut leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned(), id.clone()]);
+    let conn = berth_engine::store::open(&roots.root()).unwrap();
+    let bridge = enet::inspect_network(&conn, &roots.root(), "bridge")
+        .unwrap()
+        .bridge;
+    leaks.add_marker(bridge.clone());
+    let req = request("", "web", &["127.0.0.1::80"]);
+    enet::validate(&conn, &req).unwrap();
+    let att = enet::setup(&conn, &roots.root(), &roots.state(), &id, &req).unwrap();
+    assert!(link_exists(&bridge));
+    let ip = att.ip.expect("an address on the bridge");
+    assert_eq!(att.ports.len(), 1);
+    let port = att.ports[0].host_port;
+    let hosts = std::fs::read_to_string(att.hosts.as_ref().unwrap()).unwrap();
+    assert!(hosts.contains(&format!("{ip}\tweb web")), "{hosts}");
+    let info = enet::inspect_network(&conn, &roots.root(), "bridge").unwrap();
+    assert_eq!(info.containers[&id].ipv4_address, format!("{ip}/24"));
+
+    let www = web_root(roots.path(), "default bridge\n");
+    let httpd = httpd_in(&pin_of(&att), &www);
+    let body = http_get(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(body.contains("default bridge"), "{body}");
+    stop(httpd);
+
+    enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    assert!(
+        !link_exists(&bridge),
+        "default bridge stays after its last container left"
+    );
+    leaks.assert_clean();
+}
+
+/// Runs busybox `args` in a chroot of `rootfs`, in the namespace at `netns`, with
+/// `hosts` bind-mounted at /etc/hosts (in a private mount namespace), as the engine
+/// would set a container up.
+fn in_container(rootfs: &Path, netns: &Path, hosts: &Path, args: &str) -> std::process::Output {
+    let script = format!(
+        "mount --bind {} {}/etc/hosts && exec nsenter --net={} chroot {} /bin/busybox {args}",
+        hosts.display(),
+        rootfs.display(),
+        netns.display(),
+        rootfs.display()
+    );
+    Command::new(require_cmd("unshare"))
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("run in container-like namespaces")
+}
+
+#[test]
+fn user_network_members_resolve_each_other_by_name() {
+    require_root();
+    let roots = TestRoots::new().unwrap();
+    let web = integration_tests::unique_id("netweb");
+    let cli = integration_tests::unique_id("netcli");
+    let net = format!("front{}", std::process::id());
+    let leaks = LeakCheck::new(&[
+        roots.path().to_string_lossy().into_owned(),
+        web.clone(),
+        cli.clone(),
+    ]);
+    let conn = berth_engine::store::open(&roots.root()).unwrap();
+    let subnet = test_subnet(2).to_string();
+    let info = enet::create_network(
+        &conn,
+        &roots.root(),
+        &net,
+        Some(&subnet),
+        None,
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let mut req = request(&net, "web", &[]);
+    req.aliases = vec!["www".into()];
+    let a = enet::setup(&conn, &roots.root(), &roots.state(), &web, &req).unwrap();
+    let b = enet::setup(
+        &conn,
+        &roots.root(),
+        &roots.state(),
+        &cli,
+        &request(&net, "client", &[]),
+    )
+    .unwrap();
+    let (a_ip, b_ip) = (a.ip.unwrap(), b.ip.unwrap());
+    for att in [&a, &b] {
+        let hosts = std::fs::read_to_string(att.hosts.as_ref().unwrap()).unwrap();
+        assert!(hosts.contains(&format!("{a_ip}\tweb web www")), "{hosts}");
+        assert!(hosts.contains(&format!("{b_ip}\tclient client")), "{hosts}");
+    }
+    let rm = enet::remove_network(&conn, &net).unwrap_err().to_string();
+    assert!(
+        rm.starts_with(&format!("network {net} has attached containers: ")),
+        "{rm}"
+    );
+
+    // real resolution through the hosts file by busybox (the libc resolver)
+    let rootfs = roots.path().join("rootfs");
+    busybox_rootfs(&rootfs).unwrap();
+    std::fs::write(rootfs.join("etc/hosts"), "").unwrap();
+    let www = web_root(roots.path(), "served to peers\n");
+    let httpd = httpd_in(&pin_of(&a), &www);
+    let b_hosts = b.hosts.clone().unwrap();
+    let ping = in_container(&rootfs, &pin_of(&b), &b_hosts, "ping -c 1 -W 2 web");
+    assert!(
+        ping.status.success() && String::from_utf8_lossy(&ping.stdout).contains(&a_ip.to_string()),
+        "ping web: {ping:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let fetched = loop {
+        let out = in_container(&rootfs, &pin_of(&b), &b_hosts, "wget -q -O - http://www/");
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&fetched.stdout),
+        "served to peers\n",
+        "{fetched:?}"
+    );
+    stop(httpd);
+
+    // a member leaving disappears from the others' hosts files (same file, rewritten)
+    enet::teardown(&conn, &roots.root(), &roots.state(), &web).unwrap();
+    let hosts = std::fs::read_to_string(&b_hosts).unwrap();
+    assert!(
+        !hosts.contains("web") && hosts.contains("client"),
+        "{hosts}"
+    );
+    enet::teardown(&conn, &roots.root(), &roots.state(), &cli).unwrap();
+    // a user network's bridge stays until the network is removed
+    assert!(link_exists(&info.bridge));
+    enet::remove_network(&conn, &net).unwrap();
+    assert!(!link_exists(&info.bridge));
+    let err = enet::inspect_network(&conn, &roots.root(), &net).unwrap_err();
+    assert_eq!(err.to_string(), format!("network {net} not found"));
+    leaks.assert_clean();
+}
+
+#[test]
+fn bad_ports_unknown_networks_and_taken_ports_fail_before_anything_exists() {
+    require_root();
+    let roots = TestRoots::new().unwrap();
+    let id = integration_tests::unique_id("netbad");
+    let other = integration_tests::unique_id("netbad2");
+    let leaks = LeakCheck::new(&[
+        roots.path().to_string_lossy().into_owned(),
+        id.clone(),
+        other.clone(),
+    ]);
+    let conn = berth_engine::store::open(&roots.root()).unwrap();
+    let err = |req: &Request| enet::validate(&conn, req).unwrap_err().to_string();
+
+    assert_eq!(
+        err(&request("", "x", &["8080:http"])),
+        "invalid port mapping \"8080:http\": invalid container port \"http\""
+    );
+    assert_eq!(
+        err(&request("", "x", &["127.0.0.1:70000:80"])),
+        "invalid port mapping \"127.0.0.1:70000:80\": invalid host port \"70000\""
+    );
+    assert_eq!(
+        err(&request("nosuchnet", "x", &[])),
+        "network nosuchnet not found"
+    );
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = listener.local_addr().unwrap().port();
+    let spec = format!("127.0.0.1:{busy}:80");
+    assert_eq!(
+        err(&request("", "x", &[&spec])),
+        format!("host port 127.0.0.1:{busy}/tcp is already in use")
+    );
+    // setup refuses it too, and leaves nothing behind
+    let res = enet::setup(
+        &conn,
+        &roots.root(),
+        &roots.state(),
+        &id,
+        &request("", "x", &[&spec]),
+    );
+    assert!(res.is_err());
+    assert!(!roots.state().join("net").join(&id).exists());
+    drop(listener);
+
+    // a port published by another container of this root (nft holds no socket)
+    let free = berth_net::ports::pick_free(Ipv4Addr::LOCALHOST, Proto::Tcp, &[]).unwrap();
+    let spec = format!("127.0.0.1:{free}:80");
+    enet::setup(
+        &conn,
+        &roots.root(),
+        &roots.state(),
+        &id,
+        &request("", "a", &[&spec]),
+    )
+    .unwrap();
+    assert_eq!(
+        err(&request("", "b", &[&spec])),
+        format!("host port 127.0.0.1:{free}/tcp is already published by container {id}")
+    );
+    let any = format!("{free}:80");
+    assert!(
+        enet::setup(
+            &conn,
+            &roots.root(),
+            &roots.state(),
+            &other,
+            &request("", "b", &[&any])
+        )
+        .is_err()
+    );
+    enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    leaks.assert_clean();
+}
+
+#[test]
+fn none_and_host_modes_make_no_links() {
+    require_root();
+    let roots = TestRoots::new().unwrap();
+    let id = integration_tests::unique_id("netmode");
+    let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned(), id.clone()]);
+    let conn = berth_engine::store::open(&roots.root()).unwrap();
+    let none = enet::setup(
+        &conn,
+        &roots.root(),
+        &roots.state(),
+        &id,
+        &request("none", "n", &["80"]),
+    )
+    .unwrap();
+    assert!(matches!(none.netns, Netns::New) && none.ip.is_none() && none.ports.is_empty());
+    enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    let host = enet::setup(
+        &conn,
+        &roots.root(),
+        &roots.state(),
+        &id,
+        &request("host", "h", &[]),
+    )
+    .unwrap();
+    assert!(matches!(host.netns, Netns::Host));
+    let resolv = std::fs::read_to_string(host.resolv_conf.unwrap()).unwrap();
+    assert_eq!(resolv, std::fs::read_to_string("/etc/resolv.conf").unwrap());
+    enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    assert!(!roots.state().join("net").join(&id).exists());
+    leaks.assert_clean();
+}
+
+fn berth(roots: &TestRoots, args: &[&str]) -> std::process::Output {
+    roots.berth().args(args).output().expect("run berth")
+}
+
+#[test]
+fn cli_network_create_ls_inspect_rm() {
+    require_root();
+    let roots = TestRoots::new().unwrap();
+    let name = format!("clinet{}", std::process::id());
+    let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned(), name.clone()]);
+    let subnet = test_subnet(3).to_string();
+    let out = berth(
+        &roots,
+        &[
+            "network", "create", "--subnet", &subnet, "--label", "team=net", &name,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(id.len(), 64);
+
+    let out = berth(&roots, &["network", "create", &name]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("berth: network {name} already exists")
+    );
+
+    let out = berth(&roots, &["network", "ls"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NETWORK ID"), "{text}");
+    let line = text.lines().find(|l| l.contains(&name)).expect("listed");
+    assert!(line.starts_with(&id[..12]) && line.contains("bridge") && line.contains(&subnet));
+    for predefined in ["bridge", "host", "none"] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(predefined)),
+            "{text}"
+        );
+    }
+    let out = berth(&roots, &["network", "ls", "-q"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == &id[..12])
+    );
+
+    let out = berth(&roots, &["network", "inspect", &name]);
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["Name"], name.as_str());
+    assert_eq!(json[0]["Id"], id.as_str());
+    assert_eq!(json[0]["Subnet"], subnet.as_str());
+    assert_eq!(json[0]["Labels"]["team"], "net");
+
+    let out = berth(&roots, &["network", "rm", &name, "nosuchnet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "berth: network nosuchnet not found"
+    );
+    let out = berth(&roots, &["network", "inspect", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = berth(&roots, &["network", "rm", "host"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "berth: host is a predefined network: it cannot be removed"
+    );
+    leaks.assert_clean();
+}

@@ -1,7 +1,8 @@
 //! Registry: the generated 6-layer ~360 MiB image through a loopback docker-registry.
 //! `berth push` vs `skopeo copy` into an empty registry; `berth pull --no-unpack` vs
 //! `skopeo copy docker://... oci:...` (download into a store only); `berth pull`
-//! (downloaded and unpacked, ready to run) vs `podman pull`. Plus peak RSS of the pulls.
+//! (downloaded and unpacked, ready to run) vs `podman pull`. Plus peak RSS of the pulls
+//! (download only vs skopeo, unpacked vs podman).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -222,6 +223,26 @@ pub fn run(r: &mut Report) -> Result<()> {
         ours,
         &[("skopeo", skopeo)],
     );
+    // and of the whole pull, layers unpacked while the others download
+    util::run(&mut sh(&clean_dst))?;
+    let ours_full = peak_rss_mib(&format!(
+        "{} --root {} pull -q {name}",
+        berth.display(),
+        dst.display()
+    ))?;
+    let _ = util::run(&mut sh(&clean_pod));
+    match peak_rss_mib(&format!(
+        "{podman} pull -q --tls-verify=false docker://{name}"
+    )) {
+        Ok(podman_full) => r.metric(
+            "registry pull peak RSS (unpacked)",
+            "MiB",
+            ours_full,
+            &[("podman", podman_full)],
+        ),
+        Err(e) => r.note(format!("registry: podman pull RSS failed: {e:#}")),
+    }
+    let _ = util::run(&mut sh(&clean_pod));
     drop(reg);
     Ok(())
 }

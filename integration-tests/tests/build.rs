@@ -460,6 +460,29 @@ fn dockerignore_excludes_files() {
     env.write("debug.log", "changed\n");
     let again = ok(env.build(&["-t", "ign:2"]));
     assert_eq!(again.matches("CACHED").count(), 2, "{again}");
+    // <Dockerfile>.dockerignore wins over the context's
+    let df = env.roots.path().join("Special.Dockerfile");
+    fs::write(
+        &df,
+        "FROM busybox\nCOPY . /ctx/\nRUN find /ctx | sort > /listing\n",
+    )
+    .unwrap();
+    fs::write(
+        env.roots.path().join("Special.Dockerfile.dockerignore"),
+        "app.txt\n",
+    )
+    .unwrap();
+    ok(env.build(&["-t", "ign:3", "-f", df.to_str().unwrap()]));
+    let layers = layer_entries(&env.store(), "ign:3");
+    let listing = layers
+        .last()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| p == "listing")
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .unwrap();
+    assert!(listing.contains("/ctx/debug.log"), "{listing}");
+    assert!(!listing.contains("app.txt"), "{listing}");
     // naming an ignored file fails clearly
     env.write("Dockerfile", "FROM busybox\nCOPY debug.log /\n");
     let out = env.build(&[]);

@@ -109,6 +109,9 @@ pub struct BuildOptions {
     pub runtime: PathBuf,
     /// Timestamps and mtime clamp (SOURCE_DATE_EPOCH, or 0).
     pub epoch: u64,
+    /// The ignore file (default: CONTEXT/.dockerignore); the CLI passes
+    /// `<Dockerfile>.dockerignore` when that exists, as BuildKit does.
+    pub ignore_file: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -288,7 +291,10 @@ struct Builder<'a> {
 /// writing BuildKit-style plain progress to `out`.
 pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<Built, BuildError> {
     let df = crate::parse(&opts.dockerfile)?;
-    let ignore_path = opts.context.join(".dockerignore");
+    let ignore_path = opts
+        .ignore_file
+        .clone()
+        .unwrap_or_else(|| opts.context.join(".dockerignore"));
     let ignore = match fs::read_to_string(&ignore_path) {
         Ok(text) => Matcher::from_dockerignore(&text)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Matcher::new(Vec::<String>::new())?,

@@ -252,6 +252,12 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         secrets,
         runtime: berth_build::runner::default_runtime(),
         epoch,
+        ignore_file: args
+            .file
+            .as_ref()
+            .filter(|f| f.as_os_str() != "-")
+            .map(|f| PathBuf::from(format!("{}.dockerignore", f.display())))
+            .filter(|p| p.is_file()),
     };
     berth_build::runner::install_interrupt_handler();
     let mut err = std::io::stderr();
@@ -272,9 +278,15 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         .map(|t| crate::cmd_image::normalize(t))
         .collect();
     for t in &tags {
-        store
-            .tag(t, built.manifest.clone())
-            .with_context(|| format!("tagging {t}"))?;
+        // an unchanged tag is not rewritten (a cached rebuild then writes nothing)
+        let same = store
+            .resolve(t)
+            .is_ok_and(|d| d.digest() == built.manifest.digest());
+        if !same {
+            store
+                .tag(t, built.manifest.clone())
+                .with_context(|| format!("tagging {t}"))?;
+        }
         eprintln!("naming to {t} done");
     }
     for dest in &outputs {

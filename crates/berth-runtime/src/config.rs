@@ -84,14 +84,15 @@ pub fn check(path: &Path, spec: &Spec) -> Result<()> {
             "selinux is not supported",
         ));
     }
-    if process.scheduler().is_some() {
-        return Err(unsupported("process.scheduler", "not implemented yet"));
-    }
-    if process.exec_cpu_affinity().is_some() {
-        return Err(unsupported(
-            "process.execCPUAffinity",
-            "not implemented yet",
-        ));
+    if let Some(a) = process.exec_cpu_affinity() {
+        for (f, v) in [
+            ("process.execCPUAffinity.initial", a.initial()),
+            ("process.execCPUAffinity.final", a.cpu_affinity_final()),
+        ] {
+            if let Some(v) = v.as_deref() {
+                crate::process::parse_id_list(f, v)?;
+            }
+        }
     }
     if process
         .user()
@@ -134,14 +135,45 @@ pub fn check(path: &Path, spec: &Spec) -> Result<()> {
     if linux.intel_rdt().is_some() {
         return Err(unsupported("linux.intelRdt", "not implemented"));
     }
-    if linux.memory_policy().is_some() {
-        return Err(unsupported("linux.memoryPolicy", "not implemented"));
+    if let Some(n) = linux
+        .memory_policy()
+        .as_ref()
+        .and_then(|m| m.nodes().as_deref())
+        .filter(|n| !n.trim().is_empty())
+    {
+        crate::process::parse_id_list("linux.memoryPolicy.nodes", n)?;
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(unsupported("linux.netDevices", "not implemented"));
+    let nss = linux.namespaces().as_deref().unwrap_or_default();
+    let has_ns = |t: LinuxNamespaceType, new: bool| {
+        nss.iter()
+            .any(|n| n.typ() == t && (!new || n.path().is_none()))
+    };
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty())
+        && !has_ns(LinuxNamespaceType::Network, false)
+    {
+        return Err(bad(
+            path,
+            "linux.netDevices",
+            "moving a network device needs a network namespace",
+        ));
     }
-    if linux.time_offsets().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(unsupported("linux.timeOffsets", "not implemented"));
+    if let Some(offs) = linux.time_offsets().as_ref().filter(|d| !d.is_empty()) {
+        if !has_ns(LinuxNamespaceType::Time, true) {
+            return Err(bad(
+                path,
+                "linux.timeOffsets",
+                "time offsets need a new time namespace",
+            ));
+        }
+        for k in offs.keys() {
+            if k != "monotonic" && k != "boottime" {
+                return Err(bad(
+                    path,
+                    "linux.timeOffsets",
+                    format!("unknown clock {k:?} (monotonic or boottime)"),
+                ));
+            }
+        }
     }
     if linux
         .mount_label()

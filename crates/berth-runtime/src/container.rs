@@ -289,10 +289,44 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
             .as_ref()
             .and_then(|s| s.listener_metadata().as_deref()),
     };
-    let pid = clone_child(flags as u64)?;
-    if pid == 0 {
+    // Time offsets can only be written before a process enters the time namespace:
+    // unshare it for our children, write the offsets, clone into it, then point our
+    // children back at our own time namespace (hooks run on the host clocks).
+    let own_time = match linux.time_offsets().as_ref().filter(|m| !m.is_empty()) {
+        Some(offs) if flags & libc::CLONE_NEWTIME != 0 => {
+            let own = open_ro(Path::new("/proc/self/ns/time"))?;
+            // SAFETY: unshare takes a flag; only our future children are affected.
+            if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
+                return Err(sys("linux.timeOffsets: unshare the time namespace"));
+            }
+            let text: String = offs
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k} {} {}\n",
+                        v.secs().unwrap_or(0),
+                        v.nanosecs().unwrap_or(0)
+                    )
+                })
+                .collect();
+            let w = crate::sys::write_file(Path::new("/proc/self/timens_offsets"), &text);
+            if let Err(e) = w {
+                setns(own.as_raw_fd(), libc::CLONE_NEWTIME, "own time namespace")?;
+                return Err(Error::Init(format!("linux.timeOffsets: {e}")));
+            }
+            flags &= !libc::CLONE_NEWTIME;
+            Some(own)
+        }
+        _ => None,
+    };
+    let pid = clone_child(flags as u64);
+    if matches!(pid, Ok(0)) {
         init_main(&ctx);
     }
+    if let Some(own) = &own_time {
+        setns(own.as_raw_fd(), libc::CLONE_NEWTIME, "own time namespace")?;
+    }
+    let pid = pid?;
     guard.pid = pid;
     drop(csock);
     drop(console);
@@ -351,6 +385,18 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         seccomp: linux.seccomp().clone(),
         cgroup: Some(cg_state),
     };
+    for (host, dev) in linux.net_devices().iter().flatten() {
+        let target = match join.iter().find(|(_, f, _)| *f == libc::CLONE_NEWNET) {
+            Some((fd, _, _)) => crate::netdev::Target::Fd(fd.as_raw_fd()),
+            None => crate::netdev::Target::Pid(pid),
+        };
+        let name = dev
+            .name()
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(host);
+        crate::netdev::move_link(host, target, name)?;
+    }
     let mut go = vec![b'G'];
     go.extend(state_bytes(&state));
     send(psock.as_raw_fd(), &go)?;
@@ -621,6 +667,14 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
     let exec = ExecArgs::new(&path, ctx.process)?;
     // SAFETY: prctl with integer arguments; from here on the init outlives `create`.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    if let Some(mp) = ctx
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().as_ref())
+    {
+        proc_::set_memory_policy(mp)?;
+    }
     // Credentials, capabilities and seccomp are final before `create` returns, as with
     // runc: a seccomp agent gets its listener fd (with the "creating" state) during
     // create, and `start` only releases the exec.
@@ -739,6 +793,7 @@ fn notify_state(state: &[u8], metadata: Option<&str>) -> Vec<u8> {
 /// Credentials, capabilities, no_new_privs, seccomp, umask, signals and fds: the last
 /// steps.
 fn finalize(p: &Process, keep_below: RawFd, sc: Option<&Seccomp>) -> Result<()> {
+    proc_::set_scheduler(p)?;
     let nnp = p.no_new_privileges() == Some(true);
     if let Some(sc) = sc
         && !nnp
@@ -1188,6 +1243,12 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
         ),
     });
     let (psock, csock) = crate::sys::seqpacket_pair()?;
+    // execCPUAffinity.initial holds until the cgroup move (inherited from us), .final
+    // is set by the child once it is in the cgroup.
+    let affinity = o.process.exec_cpu_affinity().as_ref();
+    if let Some(list) = affinity.and_then(|a| a.initial().as_deref()) {
+        proc_::set_cpu_affinity("process.execCPUAffinity.initial", list)?;
+    }
     let pid = clone_child(0)?;
     if pid == 0 {
         let r: Result<Error> = (|| {
@@ -1197,6 +1258,9 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
             if recv(csock.as_raw_fd())?.first() != Some(&b'G') {
                 // SAFETY: the runtime went away.
                 unsafe { libc::_exit(1) };
+            }
+            if let Some(list) = affinity.and_then(|a| a.cpu_affinity_final().as_deref()) {
+                proc_::set_cpu_affinity("process.execCPUAffinity.final", list)?;
             }
             for (fd, f, n) in &join {
                 setns(fd.as_raw_fd(), *f, n)?;

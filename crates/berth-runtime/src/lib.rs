@@ -6,14 +6,15 @@
 //! synchronous: no async runtime and no thread is started before the container process
 //! is cloned. It knows nothing about images, registries or networks.
 //!
-//! Not yet (refused with an error naming the field): joining a user namespace by path, scheduler, intelRdt, memoryPolicy, id-mapped
-//! mounts, apparmor and selinux.
+//! Not yet (refused with an error naming the field): joining a user namespace by
+//! path, intelRdt, id-mapped mounts, apparmor and selinux.
 
 mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;
 pub mod hooks;
+mod netdev;
 pub mod oom;
 pub mod process;
 pub mod rootfs;

@@ -383,3 +383,153 @@ impl ExecArgs {
         ))
     }
 }
+
+/// Parse a Linux list of ids ("0-3,7") into a bitmask of 64-bit words.
+pub fn parse_id_list(field: &str, s: &str) -> Result<Vec<u64>> {
+    let bad = || Error::Unsupported {
+        field: field.into(),
+        why: format!("invalid list {s:?} (expected e.g. \"0-3,7\")"),
+    };
+    let mut words: Vec<u64> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: usize = a.trim().parse().map_err(|_| bad())?;
+        let b: usize = b.trim().parse().map_err(|_| bad())?;
+        if a > b || b >= 4096 {
+            return Err(bad());
+        }
+        for i in a..=b {
+            if words.len() <= i / 64 {
+                words.resize(i / 64 + 1, 0);
+            }
+            words[i / 64] |= 1 << (i % 64);
+        }
+    }
+    if words.is_empty() {
+        return Err(bad());
+    }
+    Ok(words)
+}
+
+/// `process.scheduler` through sched_setattr (before capabilities are dropped: a
+/// real-time policy or a lower nice value needs CAP_SYS_NICE).
+pub fn set_scheduler(p: &Process) -> Result<()> {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let Some(s) = p.scheduler() else {
+        return Ok(());
+    };
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice: s.nice().unwrap_or(0),
+        priority: s.priority().unwrap_or(0).max(0) as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+        util_min: 0,
+        util_max: 1024,
+    };
+    // SAFETY: sched_setattr(0 = self, attr, flags 0) reads `size` bytes of attr.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) } != 0 {
+        return Err(sys(format!(
+            "process.scheduler: sched_setattr policy {:?} nice {} priority {}",
+            s.policy(),
+            attr.nice,
+            attr.priority
+        )));
+    }
+    Ok(())
+}
+
+/// Pin the calling process to the CPUs of `list` (`field` names the config field).
+pub fn set_cpu_affinity(field: &str, list: &str) -> Result<()> {
+    let words = parse_id_list(field, list)?;
+    // SAFETY: the mask is `words.len() * 8` bytes long.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            0,
+            words.len() * 8,
+            words.as_ptr(),
+        )
+    } != 0
+    {
+        return Err(sys(format!("{field}: sched_setaffinity {list:?}")));
+    }
+    Ok(())
+}
+
+/// `linux.memoryPolicy` through set_mempolicy (kept across execve).
+pub fn set_memory_policy(mp: &oci_spec::runtime::LinuxMemoryPolicy) -> Result<()> {
+    use oci_spec::runtime::{MemoryPolicyFlagType as F, MemoryPolicyModeType as M};
+    let mut mode: i32 = match mp.mode() {
+        M::MpolDefault => 0,
+        M::MpolPreferred => 1,
+        M::MpolBind => 2,
+        M::MpolInterleave => 3,
+        M::MpolLocal => 4,
+        M::MpolPreferredMany => 5,
+        M::MpolWeightedInterleave => 6,
+    };
+    for f in mp.flags().iter().flatten() {
+        mode |= match f {
+            F::MpolFStaticNodes => 1 << 15,
+            F::MpolFRelativeNodes => 1 << 14,
+            F::MpolFNumaBalancing => 1 << 13,
+        };
+    }
+    let words = match mp.nodes().as_deref().filter(|n| !n.trim().is_empty()) {
+        Some(n) => parse_id_list("linux.memoryPolicy.nodes", n)?,
+        None => Vec::new(),
+    };
+    let (ptr, maxnode) = if words.is_empty() {
+        (std::ptr::null(), 0)
+    } else {
+        (words.as_ptr(), words.len() * 64 + 1)
+    };
+    // SAFETY: nodemask is null or `maxnode - 1` bits long.
+    if unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, ptr, maxnode) } != 0 {
+        return Err(sys(format!(
+            "linux.memoryPolicy: set_mempolicy mode {:?} nodes {:?}",
+            mp.mode(),
+            mp.nodes().as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}

@@ -93,6 +93,17 @@ fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+fn wait_gone(link: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while link_exists(link) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 #[test]
 fn library_publishes_to_loopback_and_host_address_then_leaves_nothing() {
     require_root();
@@ -193,8 +204,13 @@ fn library_publishes_to_loopback_and_host_address_then_leaves_nothing() {
     stop(httpd);
     berth_net::nft::unpublish(&table, &ports).unwrap();
     berth_net::nft::unpublish(&table, &ports).unwrap(); // twice: idempotent
-    berth_net::detach(&mut nl, &pin, &veth).unwrap();
-    berth_net::detach(&mut nl, &pin, &veth).unwrap();
+    berth_net::detach(&pin).unwrap();
+    berth_net::detach(&pin).unwrap(); // twice: idempotent
+    // the pair goes with the namespace, in the kernel's background cleanup
+    assert!(
+        wait_gone(&veth, Duration::from_secs(3)),
+        "veth {veth} outlived its namespace"
+    );
     berth_net::nft::down(&table).unwrap();
     berth_net::remove_link(&mut nl, &bridge).unwrap();
     assert!(!link_exists(&veth) && !link_exists(&bridge) && !pin.exists());

@@ -698,13 +698,6 @@ pub fn remove_network(conn: &rusqlite::Connection, name: &str) -> Result<(), Err
     tx.commit()
 }
 
-fn up(net: &Network) -> Result<(), Error> {
-    let mut nl = netlink()?;
-    berth_net::ensure_bridge(&mut nl, &net.bridge, net.gateway, net.subnet.prefix)?;
-    berth_net::nft::up(&net.table(), &net.bridge, net.subnet)?;
-    Ok(())
-}
-
 /// Host objects of a network away: rules then bridge. Always attempted, whatever the
 /// recorded state says (a crash may have left them).
 fn down(net: &Network) -> Result<(), Error> {
@@ -977,8 +970,23 @@ fn setup_bridge(
             proto: s.proto.as_str().into(),
         });
     }
+    // one nft batch: the network's table when it comes up, and this container's ports
+    // (published before the veth exists; a failed setup's teardown removes them)
+    let mut script = String::new();
     if !net.up {
-        up(&net)?;
+        let mut nl = netlink()?;
+        berth_net::ensure_bridge(&mut nl, &net.bridge, net.gateway, net.subnet.prefix)?;
+        script = berth_net::nft::up_script(&net.table(), &net.bridge, net.subnet);
+    }
+    script.push_str(&berth_net::nft::publish_script(
+        &net.table(),
+        container_id,
+        &mappings(ip, &ports),
+    ));
+    if !script.is_empty() {
+        berth_net::nft::apply(&script)?;
+    }
+    if !net.up {
         conn.execute("UPDATE networks SET up = 1 WHERE name = ?1", [&net.name])?;
     }
     let mac = berth_net::ipam::mac_string(berth_net::ipam::mac_for(ip));
@@ -1013,7 +1021,6 @@ fn setup_bridge(
             gateway: net.gateway,
         },
     )?;
-    berth_net::nft::publish(&net.table(), container_id, &mappings(ip, &ports))?;
     Ok(Attachment {
         netns: Netns::Path(pin),
         ip: Some(ip),
@@ -1071,16 +1078,12 @@ pub fn teardown(
             },
         )
         .optional()?;
-    if let Some((network, ip, host_veth, pin, ports)) = row {
+    if let Some((network, ip, _host_veth, pin, ports)) = row {
         let net = load(conn, &network)?;
         let ports: Vec<StoredPort> = serde_json::from_str(&ports).unwrap_or_default();
-        if let (Some(net), Ok(ip)) = (&net, ip.parse())
-            && net.up
-        {
-            berth_net::nft::unpublish(&net.table(), &mappings(ip, &ports))?;
-        }
-        let mut nl = netlink()?;
-        berth_net::detach(&mut nl, Path::new(&pin), &host_veth)?;
+        // the veth pair goes with the namespace once the container's processes are
+        // gone (see berth_net::detach)
+        berth_net::detach(Path::new(&pin))?;
         conn.execute(
             "DELETE FROM endpoints WHERE container_id = ?1",
             [container_id],
@@ -1092,9 +1095,15 @@ pub fn teardown(
                 |r| r.get(0),
             )?;
             if net.name == DEFAULT_NETWORK && left == 0 {
+                // dropping the table drops this container's port elements with it
                 down(&net)?;
                 conn.execute("UPDATE networks SET up = 0 WHERE name = ?1", [&net.name])?;
             } else {
+                if let Ok(ip) = ip.parse()
+                    && net.up
+                {
+                    berth_net::nft::unpublish(&net.table(), &mappings(ip, &ports))?;
+                }
                 refresh_hosts(conn, &net)?;
             }
         }

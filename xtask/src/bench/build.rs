@@ -63,6 +63,7 @@ pub fn run(r: &mut Report) -> Result<()> {
     let broot = work.join("buildah-root");
     let brun = work.join("buildah-run");
     let conf = work.join("containers.conf");
+    unmount_under(&work);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     context(&ctx)?;
@@ -130,9 +131,31 @@ pub fn run(r: &mut Report) -> Result<()> {
     let _ = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "CONTAINERS_CONF={} buildah {storage} rmi -a -f >/dev/null 2>&1; buildah {storage} rm -a >/dev/null 2>&1",
+            "export CONTAINERS_CONF={}; buildah {storage} rm -a >/dev/null 2>&1; buildah {storage} rmi -a -f >/dev/null 2>&1",
             conf.display()
         ))
         .status();
+    // containers/storage keeps its overlay directory (and any leftover container)
+    // mounted; nothing of the bench stays mounted
+    unmount_under(&work);
     Ok(())
+}
+
+/// Lazily unmounts every mount point below `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", p])
+            .status();
+    }
 }

@@ -14,6 +14,7 @@ use crate::util;
 
 mod build;
 mod chart;
+mod engines;
 mod image;
 mod registry;
 mod runtime;
@@ -25,6 +26,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("runtime", runtime::run),
     ("image", image::run),
     ("registry", registry::run),
+    ("engines", engines::run),
     ("build", build::run),
 ];
 

@@ -4,6 +4,24 @@
 //! Builds on berth-runtime (through the runc-compatible `berth-oci` binary), berth-image
 //! and berth-net. It does not pull images (the caller does, with berth-registry) and
 //! does not orchestrate sets of containers (that is berth-orchestrator).
+//!
+//! Each container has a small monitor process (see [`monitor`]) instead of a central
+//! daemon; any program can start one by re-executing itself with a hidden verb.
 
+pub mod config;
+pub mod container;
+pub mod cp;
+pub mod error;
+pub mod logs;
+pub mod monitor;
+pub mod names;
 pub mod network;
+pub mod runtime;
+pub mod spec;
 pub mod store;
+pub mod timefmt;
+pub mod volume;
+
+pub use config::CreateConfig;
+pub use container::{Container, Engine, Launcher};
+pub use error::{Error, Result};

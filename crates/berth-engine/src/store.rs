@@ -46,5 +46,7 @@ pub fn open(root: &Path) -> Result<rusqlite::Connection, Error> {
     )
     .map_err(wrap)?;
     conn.execute_batch(crate::network::SCHEMA).map_err(wrap)?;
+    conn.execute_batch(crate::container::SCHEMA).map_err(wrap)?;
+    conn.execute_batch(crate::volume::SCHEMA).map_err(wrap)?;
     Ok(conn)
 }

@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cmd_build;
+mod cmd_container;
 mod cmd_image;
 mod cmd_network;
 mod cmd_registry;
+mod cmd_volume;
 
 /// berth: a container toolkit (images, containers, builds, manifests).
 #[derive(Debug, Parser)]
@@ -53,6 +55,10 @@ enum Command {
     #[command(flatten)]
     Registry(cmd_registry::RegistryCommand),
     #[command(flatten)]
+    Container(cmd_container::ContainerCommand),
+    #[command(flatten)]
+    Volume(cmd_volume::VolumeCommand),
+    #[command(flatten)]
     Network(cmd_network::NetworkCommand),
 }
 
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
         Command::Build(cmd) => cmd_build::run(&cli.global, cmd),
         Command::Image(cmd) => cmd_image::run(&cli.global, cmd),
         Command::Registry(cmd) => cmd_registry::run(&cli.global, cmd),
+        Command::Container(cmd) => cmd_container::run(&cli.global, cmd),
+        Command::Volume(cmd) => cmd_volume::run(&cli.global, cmd),
         Command::Network(cmd) => cmd_network::run(&cli.global, cmd),
     };
     match result {

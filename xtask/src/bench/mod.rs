@@ -14,6 +14,7 @@ use crate::util;
 
 mod build;
 mod chart;
+mod engine;
 mod engines;
 mod image;
 mod registry;
@@ -28,6 +29,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("registry", registry::run),
     ("engines", engines::run),
     ("build", build::run),
+    ("engine", engine::run),
 ];
 
 /// One measured figure of one contender.

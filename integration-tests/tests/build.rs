@@ -750,3 +750,38 @@ fn missing_base_is_pulled_and_pull_refreshes() {
         stderr(&out)
     );
 }
+
+#[test]
+fn next_build_sweeps_what_a_killed_build_left() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n");
+    let mut child = env
+        .roots
+        .berth()
+        .arg("build")
+        .arg(&env.ctx)
+        .env("BERTH_RUNTIME", bin_path("berth-oci"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(" started\n") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // no chance to clean up
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !leaks.leaks().is_empty(),
+        "a killed build should leave its step behind"
+    );
+    env.write("Dockerfile", "FROM busybox\nRUN true\n");
+    ok(env.build(&[]));
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}

@@ -188,7 +188,7 @@ impl Work {
     fn new(parent: &Path) -> Result<Work, BuildError> {
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         let dir = tempfile::Builder::new()
-            .prefix("step-")
+            .prefix(&format!("step-{}-", std::process::id()))
             .tempdir_in(parent)
             .map_err(io_err("create temporary directory in", parent))?;
         for d in ["upper", "work", "rootfs"] {
@@ -318,7 +318,43 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         executed: 0,
         cached: 0,
     };
+    sweep_stale(&b.tmp, &b.runtime);
     b.run(&df)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes what builds killed outright (SIGKILL, power loss) left: their step
+/// directories (unmounted first) and their RUN containers. Names carry the builder's
+/// pid, so live builds are left alone.
+fn sweep_stale(tmp: &Path, runtime: &Runtime) {
+    let dead = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|pid| pid > 0 && !pid_alive(pid))
+    };
+    if let Ok(rd) = fs::read_dir(&runtime.state_root) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name, "berth-build-") {
+                runtime.delete_force(&name);
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir(tmp) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name, "step-") {
+                let _ = berth_image::unmount_overlay(&e.path());
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 fn automatic_args() -> Vec<(String, String)> {

@@ -198,6 +198,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// `delete --force`: kills and removes a container, quietly.
+    pub fn delete_force(&self, id: &str) {
+        let _ = self
+            .cmd()
+            .args(["delete", "--force", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new(&self.binary);
         c.arg("--root").arg(&self.state_root);

@@ -110,14 +110,28 @@ pub fn check(path: &Path, spec: &Spec) -> Result<()> {
                 format!("{:?} is not absolute", m.destination()),
             ));
         }
-        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        let idmapped = m.uid_mappings().is_some()
+            || m.gid_mappings().is_some()
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "idmap" || o == "ridmap");
+        if idmapped && !bind {
             return Err(unsupported(
                 "mounts[].uidMappings",
-                format!("id-mapped mount on {:?}", m.destination()),
+                format!(
+                    "id mapping is supported on bind mounts only ({:?})",
+                    m.destination()
+                ),
             ));
         }
         for o in m.options().iter().flatten() {
-            if matches!(o.as_str(), "idmap" | "ridmap" | "tmpcopyup") {
+            if matches!(o.as_str(), "tmpcopyup") {
                 return Err(unsupported(
                     "mounts[].options",
                     format!("option {o:?} on {:?}", m.destination()),

@@ -7,7 +7,7 @@
 //! is cloned. It knows nothing about images, registries or networks.
 //!
 //! Not yet (refused with an error naming the field): joining a user namespace by
-//! path, intelRdt, id-mapped mounts, apparmor and selinux.
+//! path, id mapping of mounts other than binds, intelRdt, apparmor and selinux.
 
 mod cgroups;
 pub mod config;

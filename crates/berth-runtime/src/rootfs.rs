@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result, io, sys};
 use crate::sys::{cstr, mount, umount};
-use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxIdMapping, Mount, Spec};
 use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
@@ -54,6 +54,164 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(root.join(cur))
+}
+
+/// A user namespace holding `uids`/`gids` (for MOUNT_ATTR_IDMAP): a child cloned into
+/// a new user namespace, its maps written, its namespace opened, the child killed.
+fn mapping_userns(
+    uids: &[LinuxIdMapping],
+    gids: &[LinuxIdMapping],
+) -> Result<std::os::fd::OwnedFd> {
+    let text = |m: &[LinuxIdMapping]| -> String {
+        m.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    // The init may already be in the container's pid namespace while /proc is still
+    // the host's: the child tells its pid as that /proc sees it (/proc/self).
+    let mut pipe = [0; 2];
+    // SAFETY: pipe is a valid 2-element array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(sys("id-mapped mount: pipe"));
+    }
+    // SAFETY: a fork-like clone; the child only waits to be killed.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if pid < 0 {
+        return Err(sys("id-mapped mount: clone a user namespace"));
+    }
+    if pid == 0 {
+        let mut buf = [0u8; 32];
+        // SAFETY: readlink and write on valid buffers, then waiting for SIGKILL.
+        unsafe {
+            let n = libc::readlink(c"/proc/self".as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+            libc::write(pipe[1], buf.as_ptr().cast(), n.max(0) as usize);
+            libc::close(pipe[1]);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let pid = pid as i32;
+    let mut buf = [0u8; 32];
+    // SAFETY: closing our write end, reading into a valid buffer.
+    let n = unsafe {
+        libc::close(pipe[1]);
+        let n = libc::read(pipe[0], buf.as_mut_ptr().cast(), buf.len());
+        libc::close(pipe[0]);
+        n
+    };
+    let proc_pid = std::str::from_utf8(&buf[..n.max(0) as usize])
+        .unwrap_or_default()
+        .to_string();
+    let r = (|| {
+        if proc_pid.is_empty() {
+            return Err(Error::Init(
+                "id-mapped mount: the mapping helper did not start".into(),
+            ));
+        }
+        let pid = &proc_pid;
+        crate::sys::write_file(Path::new(&format!("/proc/{pid}/uid_map")), &text(uids))?;
+        crate::sys::write_file(Path::new(&format!("/proc/{pid}/gid_map")), &text(gids))?;
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(io("id-mapped mount: open the mapping user namespace"))?;
+        Ok(std::os::fd::OwnedFd::from(f))
+    })();
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    r
+}
+
+/// Bind `src` on `dst` through an id-mapped detached mount (open_tree +
+/// mount_setattr(MOUNT_ATTR_IDMAP) + move_mount).
+fn idmapped_bind(
+    src: &Path,
+    dst: &Path,
+    uids: &[LinuxIdMapping],
+    gids: &[LinuxIdMapping],
+    recursive: bool,
+) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let ns = mapping_userns(uids, gids)?;
+    let c = cstr(src)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: valid path; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(sys(format!("id-mapped mount: open_tree {}", src.display())));
+    }
+    // SAFETY: the kernel just gave us this fd.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: ns.as_raw_fd() as u64,
+    };
+    let mut at = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        at |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: attr is a valid mount_attr of the given size.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    } != 0
+    {
+        return Err(sys(format!(
+            "id-mapped mount of {} (does its file system support id mapping?)",
+            src.display()
+        )));
+    }
+    let d = cstr(dst)?;
+    // SAFETY: valid fd and paths.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            d.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    } != 0
+    {
+        return Err(sys(format!(
+            "id-mapped mount: move_mount to {}",
+            dst.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Propagation option name to mount flags.
@@ -271,6 +429,51 @@ impl Setup<'_> {
         Ok(())
     }
 
+    /// The id mappings of an id-mapped bind mount: its own, or with just the
+    /// `idmap`/`ridmap` option those of the container's user namespace.
+    fn idmap_of(&self, m: &Mount) -> Result<Option<(Vec<LinuxIdMapping>, Vec<LinuxIdMapping>)>> {
+        let opt = m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "idmap" || o == "ridmap");
+        let own = (m.uid_mappings().clone(), m.gid_mappings().clone());
+        let linux = self.spec.linux().as_ref();
+        let (u, g) = match own {
+            (Some(u), Some(g)) => (u, g),
+            (None, None) if opt => (
+                linux
+                    .and_then(|l| l.uid_mappings().clone())
+                    .unwrap_or_default(),
+                linux
+                    .and_then(|l| l.gid_mappings().clone())
+                    .unwrap_or_default(),
+            ),
+            (None, None) => return Ok(None),
+            _ => {
+                return Err(Error::Config {
+                    path: "config.json".into(),
+                    field: "mounts[].uidMappings".into(),
+                    msg: format!(
+                        "id-mapped mount on {:?} needs both uidMappings and gidMappings",
+                        m.destination()
+                    ),
+                });
+            }
+        };
+        if u.is_empty() || g.is_empty() {
+            return Err(Error::Config {
+                path: "config.json".into(),
+                field: "mounts[].uidMappings".into(),
+                msg: format!(
+                    "id-mapped mount on {:?} has no mappings (and the container no user namespace mappings)",
+                    m.destination()
+                ),
+            });
+        }
+        Ok(Some((u, g)))
+    }
+
     fn mount_one(&self, m: &Mount) -> Result<()> {
         let dst = secure_join(self.rootfs, m.destination())?;
         let typ = m.typ().as_deref().unwrap_or("");
@@ -295,7 +498,13 @@ impl Setup<'_> {
                 touch(&dst)?;
             }
             let rec = opts.flags & libc::MS_REC;
-            mount(Some(&src), &dst, None, libc::MS_BIND | rec, None)?;
+            match self.idmap_of(m)? {
+                Some((uids, gids)) => {
+                    let recursive = rec != 0 || m.options().iter().flatten().any(|o| o == "ridmap");
+                    idmapped_bind(&src, &dst, &uids, &gids, recursive)?;
+                }
+                None => mount(Some(&src), &dst, None, libc::MS_BIND | rec, None)?,
+            }
             let rest = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
             if rest != 0 {
                 bind_remount(&dst, rest)?;

@@ -2,7 +2,8 @@
 //!
 //! [`write_dir_layer`] turns a directory (typically an overlayfs upper directory) into
 //! a reproducible gzip OCI layer: entries sorted by name, numeric owners only, mtimes
-//! clamped to an epoch, no atime/ctime or user names, and overlay whiteouts (0:0
+//! clamped to an epoch, no atime/ctime or user names, extended attributes such as
+//! `security.capability` as PAX `SCHILY.xattr.*` records, and overlay whiteouts (0:0
 //! character devices, the `trusted.overlay.opaque` xattr) written as OCI `.wh.`
 //! entries. [`Store::adopt_snapshot`] keeps such a directory as the layer's snapshot
 //! so it need not be unpacked again, and [`commit_image`] stores config + manifest.
@@ -113,7 +114,68 @@ fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
     (r >= 0).then(|| buf[..r as usize].to_vec())
 }
 
+/// Extended attributes worth keeping in a layer (overlayfs' bookkeeping and SELinux
+/// labels left out), sorted by name.
+fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(p) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return Vec::new();
+    };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: p is NUL-terminated and names is valid for names.len() bytes.
+    let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+    {
+        let name = String::from_utf8_lossy(name).into_owned();
+        // SELinux labels belong to the host, not to the image
+        if name.starts_with("trusted.overlay.")
+            || name.starts_with("user.overlay.")
+            || name == "security.selinux"
+        {
+            continue;
+        }
+        let Ok(cname) = std::ffi::CString::new(name.as_str()) else {
+            continue;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        // SAFETY: both strings are NUL-terminated and buf is valid for buf.len() bytes.
+        let r = unsafe {
+            libc::lgetxattr(
+                p.as_ptr(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            out.push((name, buf));
+        }
+    }
+    out.sort();
+    out
+}
+
 impl<W: Write> TreeWriter<'_, W> {
+    fn pax_xattrs(&mut self, path: &Path) -> Result<()> {
+        let x = xattrs(path);
+        if x.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(String, &[u8])> = x
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+            .collect();
+        self.builder
+            .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+            .map_err(Error::io("write layer entry", path))
+    }
+
     fn dir(&mut self, dir: &Path, prefix: &str) -> Result<()> {
         let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
             .map_err(Error::io("read directory", dir))?
@@ -134,6 +196,10 @@ impl<W: Write> TreeWriter<'_, W> {
         let md = fs::symlink_metadata(path).map_err(Error::io("stat", path))?;
         let ft = md.file_type();
         let werr = |e| Error::io("write layer entry", path)(e);
+        let whiteout = ft.is_char_device() && md.rdev() == 0;
+        if !whiteout && !ft.is_socket() {
+            self.pax_xattrs(path)?;
+        }
         if ft.is_dir() {
             let mut h = header(tar::EntryType::Directory, &md, self.epoch);
             self.builder
@@ -291,5 +357,49 @@ mod tests {
         let paths: Vec<&str> = names.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["a", "b/", "b/c/", "b/c/f", "l", "z"]);
         assert!(names.iter().all(|(_, m)| *m == 0));
+    }
+
+    #[test]
+    fn user_xattrs_are_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(&t.path().join("store")).unwrap();
+        let d = t.path().join("d");
+        fs::create_dir_all(&d).unwrap();
+        let f = d.join("f");
+        fs::write(&f, "f").unwrap();
+        let p = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a valid value buffer.
+        let r = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                c"user.test".as_ptr(),
+                b"v1".as_ptr().cast(),
+                2,
+                0,
+            )
+        };
+        if r != 0 {
+            // the file system refuses user xattrs: nothing to check here
+            return;
+        }
+        let l = write_dir_layer(&store, &d, 0).unwrap();
+        let blob = store
+            .read_blob(&crate::desc_digest(&l.descriptor).unwrap())
+            .unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+        let ext: Vec<(String, Vec<u8>)> = e
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|x| {
+                let x = x.unwrap();
+                (x.key().unwrap().to_string(), x.value_bytes().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            ext,
+            [("SCHILY.xattr.user.test".to_string(), b"v1".to_vec())]
+        );
     }
 }

@@ -17,6 +17,7 @@ mod chart;
 mod engine;
 mod engines;
 mod image;
+mod network;
 mod registry;
 mod runtime;
 
@@ -30,6 +31,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("engines", engines::run),
     ("build", build::run),
     ("engine", engine::run),
+    ("network", network::run),
 ];
 
 /// One measured figure of one contender.

@@ -785,3 +785,34 @@ fn next_build_sweeps_what_a_killed_build_left() {
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
+
+#[test]
+fn target_builds_only_what_it_needs() {
+    let env = Env::new();
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS base\nRUN echo base > /base\n\
+         FROM base AS dev\nRUN echo dev > /dev-marker\n\
+         FROM busybox AS other\nRUN echo other > /other\n\
+         FROM dev AS final\nRUN echo final > /final\n",
+    );
+    let log = ok(env.build(&["--target", "dev", "-t", "t:dev"]));
+    assert!(log.contains("[dev 2/2] RUN echo dev"), "{log}");
+    assert!(
+        !log.contains("echo other") && !log.contains("echo final"),
+        "{log}"
+    );
+    let files: Vec<String> = layer_entries(&env.store(), "t:dev")
+        .into_iter()
+        .flatten()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(files.contains(&"base".to_string()) && files.contains(&"dev-marker".to_string()));
+    // the default target is the last stage, built on dev (cached) without `other`
+    let log = ok(env.build(&["-t", "t:final"]));
+    assert!(!log.contains("echo other"), "{log}");
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    let out = env.build(&["--target", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+}

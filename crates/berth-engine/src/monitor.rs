@@ -513,6 +513,12 @@ fn start_once(
         Some(p)
     };
     crate::spec::apply_network(&mut spec, &att, hostname_file.as_deref());
+    if c.config.tty
+        && let Some(ws) = caller_winsize()
+    {
+        spec["process"]["consoleSize"] =
+            serde_json::json!({ "height": ws.ws_row, "width": ws.ws_col });
+    }
     let cfgp = bundle.join("config.json");
     std::fs::write(&cfgp, serde_json::to_vec(&spec).unwrap_or_default())
         .map_err(Error::io("write", &cfgp))?;
@@ -521,7 +527,10 @@ fn start_once(
     let rlog = rundir.join("runtime.log");
     let _ = std::fs::remove_file(&rlog);
     let mut cmd = rt.command(Some(&rlog));
-    cmd.arg("create")
+    // create and start in one runtime call (one exec less than create + start; a
+    // command that cannot run still fails before anything of it runs)
+    cmd.arg("run")
+        .arg("--detach")
         .arg("--bundle")
         .arg(&bundle)
         .arg("--pid-file")
@@ -560,6 +569,7 @@ fn start_once(
     let out = cmd.output().map_err(Error::io("run runtime", &rt.bin))?;
     if !out.status.success() {
         // berth-oci's own error went to the container's stderr pipe too: dropped
+        // with it
         let msg = Runtime::last_log_message(&rlog)
             .or_else(|| {
                 Some(String::from_utf8_lossy(&out.stderr).trim().to_string())
@@ -586,14 +596,9 @@ fn start_once(
         })?;
         let _ = std::fs::remove_file(&sock);
         // the size of the caller's terminal when there is one
-        let mut ws: libc::winsize = unsafe_zeroed_winsize();
-        for fd in [0, 1] {
-            // SAFETY: TIOCGWINSZ writes into ws.
-            if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-                // SAFETY: TIOCSWINSZ reads ws.
-                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-                break;
-            }
+        if let Some(ws) = caller_winsize() {
+            // SAFETY: TIOCSWINSZ reads ws.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         }
         report("pty", Some(master.as_raw_fd()));
         if c.config.interactive {
@@ -617,11 +622,6 @@ fn start_once(
         pumps.push(pump(or, "stdout", 1, log.clone()));
         pumps.push(pump(er, "stderr", 2, log.clone()));
     }
-    if let Err(e) = rt.run(["start", c.id.as_str()]) {
-        let _ = rt.delete(&c.id);
-        let _ = reap_quick(pid);
-        return Err(e);
-    }
     let _ = std::io::stdout().flush();
     let now = crate::timefmt::now();
     engine.update(
@@ -632,20 +632,21 @@ fn start_once(
     Ok(Running { pid, pumps })
 }
 
-fn unsafe_zeroed_winsize() -> libc::winsize {
-    libc::winsize {
+/// The window size of the terminal on our stdin or stdout (the caller's), if any.
+fn caller_winsize() -> Option<libc::winsize> {
+    let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
         ws_xpixel: 0,
         ws_ypixel: 0,
+    };
+    for fd in [0, 1] {
+        // SAFETY: TIOCGWINSZ writes into ws.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            return Some(ws);
+        }
     }
-}
-
-fn reap_quick(pid: i32) -> Option<i32> {
-    let mut st = 0;
-    // SAFETY: non-blocking waitpid with a valid status pointer.
-    let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-    (r == pid).then_some(st)
+    None
 }
 
 /// Accepts the runtime's connection on the console socket and takes the pty master.

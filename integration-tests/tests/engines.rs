@@ -898,11 +898,15 @@ fn containerd_ctr_run_exec_kill_delete_metrics() {
         "{tasks}"
     );
     // exec: output and exit code
+    let fifo = c.dir.path().join("fifo").display().to_string();
     let o = c.ctr.run(&[
         "task",
         "exec",
         "--exec-id",
         "e1",
+        // else ctr makes its FIFOs under /run/containerd/fifo
+        "--fifo-dir",
+        &fifo,
         &id,
         "sh",
         "-c",

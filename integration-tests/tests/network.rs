@@ -40,12 +40,17 @@ fn host_address() -> Ipv4Addr {
 
 /// GET / from `addr`, retried for at most `wait`: the body, or the last error.
 fn http_get(addr: SocketAddr, wait: Duration) -> Result<String, String> {
+    http_get_path(addr, "/", wait)
+}
+
+/// GET `path` from `addr`, retried for at most `wait`.
+fn http_get_path(addr: SocketAddr, path: &str, wait: Duration) -> Result<String, String> {
     let deadline = Instant::now() + wait;
     let mut last = String::new();
     while Instant::now() < deadline {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(500)).and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())?;
             let mut text = String::new();
             s.read_to_string(&mut text)?;
             Ok(text)
@@ -56,7 +61,7 @@ fn http_get(addr: SocketAddr, wait: Duration) -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("GET http://{addr}/ failed: {last}"))
+    Err(format!("GET http://{addr}{path} failed: {last}"))
 }
 
 /// busybox httpd serving `www` inside the namespace pinned at `netns`.
@@ -560,6 +565,211 @@ fn cli_network_create_ls_inspect_rm() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "berth: host is a predefined network: it cannot be removed"
+    );
+    leaks.assert_clean();
+}
+
+// ---- end to end through `berth run` ----
+
+/// Private roots holding the busybox fixture image as `busybox:latest`.
+fn engine_roots() -> (TestRoots, LeakCheck) {
+    require_root();
+    require_cmd("busybox");
+    let roots = TestRoots::new().unwrap();
+    let store = berth_image::Store::open(&roots.root().join("images")).unwrap();
+    berth_image::fixtures::busybox_image(&store, "busybox:latest").unwrap();
+    let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
+    (roots, leaks)
+}
+
+fn berth_ok(roots: &TestRoots, args: &[&str]) -> String {
+    let out = roots
+        .berth()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth");
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_published_port_answers_over_http_from_the_host() {
+    let (roots, leaks) = engine_roots();
+    let port = berth_net::ports::pick_free(Ipv4Addr::LOCALHOST, Proto::Tcp, &[]).unwrap();
+    let conn = berth_engine::store::open(&roots.root()).unwrap();
+    let bridge = enet::inspect_network(&conn, &roots.root(), "bridge")
+        .unwrap()
+        .bridge;
+    let publish = format!("127.0.0.1:{port}:80");
+    berth_ok(
+        &roots,
+        &[
+            "run", "-d", "--name", "web", "-p", &publish, "busybox", "httpd", "-f", "-p", "80",
+            "-h", "/etc",
+        ],
+    );
+    let body = http_get_path(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        "/passwd",
+        Duration::from_secs(10),
+    );
+    berth_ok(&roots, &["rm", "-f", "web"]);
+    let body = body.unwrap();
+    assert!(
+        body.starts_with("HTTP/1.1 200") && body.contains("root:x:0:0"),
+        "{body}"
+    );
+    assert!(
+        !link_exists(&bridge),
+        "default bridge left after its last container"
+    );
+    leaks.assert_clean();
+}
+
+#[test]
+fn run_on_a_user_network_resolves_containers_by_name() {
+    let (roots, leaks) = engine_roots();
+    let net = format!("e2enet{}", std::process::id());
+    berth_ok(&roots, &["network", "create", &net]);
+    berth_ok(
+        &roots,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            &net,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fetched = loop {
+        let out = roots
+            .berth()
+            .args(["run", "--rm", "--network", &net, "busybox"])
+            .args(["wget", "-q", "-O", "-", "http://srv/passwd"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ping = roots
+        .berth()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "srv",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // the default bridge does not resolve names (as docker)
+    let isolated = roots
+        .berth()
+        .args([
+            "run", "--rm", "busybox", "ping", "-c", "1", "-W", "1", "srv",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let busy = roots
+        .berth()
+        .args(["network", "rm", &net])
+        .output()
+        .unwrap();
+    berth_ok(&roots, &["rm", "-f", "srv"]);
+    berth_ok(&roots, &["network", "rm", &net]);
+    assert!(
+        String::from_utf8_lossy(&fetched.stdout).contains("root:x:0:0"),
+        "wget http://srv/: {fetched:?}"
+    );
+    assert!(ping.status.success(), "ping srv: {ping:?}");
+    assert!(
+        !isolated.status.success(),
+        "name resolved on the default bridge"
+    );
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("has attached containers"),
+        "{busy:?}"
+    );
+    leaks.assert_clean();
+}
+
+#[test]
+fn run_network_none_has_only_lo_and_host_sees_the_host() {
+    let (roots, leaks) = engine_roots();
+    let none = berth_ok(
+        &roots,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "ip",
+            "-o",
+            "link",
+        ],
+    );
+    let names: Vec<&str> = none.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(names, ["lo"], "{none}");
+    let host = berth_ok(
+        &roots,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox",
+            "ip",
+            "-o",
+            "link",
+        ],
+    );
+    for entry in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "eth0" || name == "lo" {
+            assert!(
+                host.contains(&format!(": {name}")),
+                "{name} missing:\n{host}"
+            );
+        }
+    }
+    let bridge = berth_ok(
+        &roots,
+        &["run", "--rm", "busybox", "ip", "-o", "-4", "addr"],
+    );
+    assert!(
+        bridge
+            .lines()
+            .any(|l| l.contains("eth0") && l.contains("inet 10.")),
+        "{bridge}"
     );
     leaks.assert_clean();
 }

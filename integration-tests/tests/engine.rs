@@ -928,3 +928,63 @@ fn killed_monitor_then_rm_force_cleans_everything() {
 
 #[allow(dead_code)]
 fn unused(_: Command) {}
+
+#[test]
+fn default_bridge_published_port_and_init() {
+    let (roots, mut leak) = setup();
+    let www = roots.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from httpd\n").unwrap();
+    let port = integration_tests::registry::free_port().unwrap();
+    let publish = format!("127.0.0.1:{port}:80");
+    let bind = format!("{}:/www:ro", www.display());
+    let id = ok(
+        &roots,
+        &[
+            "run", "-d", "--name", "web", "-p", &publish, "-v", &bind, "busybox", "httpd", "-f",
+            "-p", "80", "-h", "/www",
+        ],
+    );
+    leak.add_marker(id.clone());
+    leak.add_marker(id[..12].to_string());
+    assert_eq!(
+        ok(&roots, &["port", "web", "80"]),
+        format!("127.0.0.1:{port}")
+    );
+    let mut body = String::new();
+    wait_for("httpd answering", Duration::from_secs(10), || {
+        match integration_tests::registry::http_get(&format!("127.0.0.1:{port}"), "/", &[]) {
+            Ok((200, b)) => {
+                body = b;
+                true
+            }
+            _ => false,
+        }
+    });
+    assert_eq!(body, "hello from httpd\n");
+    assert!(inspect(&roots, "web", "{{.NetworkSettings.IPAddress}}").contains('.'));
+    // --init: a small init is pid 1 and the command runs under it
+    let o = berth(
+        &roots,
+        &[
+            "run",
+            "--rm",
+            "--init",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 6",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).starts_with("/sbin/berth-init"),
+        "{}",
+        text(&o.stdout)
+    );
+    ok(&roots, &["rm", "-f", "web"]);
+    assert_no_containers(&roots);
+    leak.assert_clean();
+}

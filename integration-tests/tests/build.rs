@@ -816,3 +816,71 @@ fn target_builds_only_what_it_needs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
 }
+
+#[test]
+fn add_fetches_http_urls_with_checksum() {
+    let env = Env::new();
+    let www = env.roots.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("hello.txt"), "served over http\n").unwrap();
+    let port = integration_tests::registry::free_port().unwrap();
+    let mut httpd = Command::new("/bin/busybox")
+        .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+        .arg(&www)
+        .spawn()
+        .unwrap();
+    // wait until it answers
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "busybox httpd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/hello.txt");
+    // sha256 of the served file
+    let sum = Command::new("/bin/busybox")
+        .args(["sha256sum"])
+        .arg(www.join("hello.txt"))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    env.write(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD --checksum=sha256:{hex} {url} /fetched/\nRUN --network=host cat /fetched/hello.txt > /copy\n"
+        ),
+    );
+    let r = env.build(&["-t", "url:1"]);
+    let files: Vec<(String, Vec<u8>)> = if r.status.success() {
+        layer_entries(&env.store(), "url:1")
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // a wrong checksum fails
+    env.write(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD --checksum=sha256:{} {url} /x\n",
+            "0".repeat(64)
+        ),
+    );
+    let bad = env.build(&[]);
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    ok(r);
+    let get = |n: &str| files.iter().find(|(p, _)| p == n).map(|(_, d)| d.clone());
+    assert_eq!(get("fetched/hello.txt").unwrap(), b"served over http\n");
+    assert_eq!(get("copy").unwrap(), b"served over http\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("checksum mismatch"),
+        "{}",
+        stderr(&bad)
+    );
+}

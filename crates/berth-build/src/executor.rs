@@ -1041,6 +1041,9 @@ impl Builder<'_> {
                 false,
                 &c.exclude,
             ),
+            Command::Add(a) if a.checksum.is_some() && a.sources.len() != 1 => {
+                return Err(Self::step_err(inst, "--checksum needs exactly one source"));
+            }
             Command::Add(a) => (
                 &a.sources,
                 &a.dest,
@@ -1053,6 +1056,16 @@ impl Builder<'_> {
             ),
             _ => unreachable!("copy_step gets COPY or ADD"),
         };
+        let checksum = match &inst.command {
+            Command::Add(a) => a
+                .checksum
+                .as_ref()
+                .map(|c| scope.expand(c, line))
+                .transpose()?,
+            _ => None,
+        };
+        let mut downloads: Option<tempfile::TempDir> = None;
+        let mut remote: Vec<usize> = Vec::new();
         let from = from.map(|f| scope.expand(&f, line)).transpose()?;
         let chown = chown.map(|c| scope.expand(&c, line)).transpose()?;
         let chmod = chmod.map(|c| scope.expand(&c, line)).transpose()?;
@@ -1079,15 +1092,28 @@ impl Builder<'_> {
         };
         let dest_dir_syntax = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
         let mut srcs: Vec<String> = Vec::new();
+        let mut urls: Vec<String> = Vec::new();
         let mut heredocs: Vec<(String, String)> = Vec::new();
         for s in sources {
             match s {
                 Source::Path(p) => {
                     let p = scope.expand(p, line)?;
+                    let http = p.starts_with("http://") || p.starts_with("https://");
+                    if is_add && http && !p.ends_with(".git") {
+                        urls.push(p);
+                        continue;
+                    }
                     if p.contains("://") || p.starts_with("git@") {
                         return Err(Self::step_err(
                             inst,
-                            format!("remote sources ({p}) are not supported yet"),
+                            format!(
+                                "remote source {p} is not supported{}",
+                                if is_add {
+                                    " yet (http urls are)"
+                                } else {
+                                    " by COPY (use ADD)"
+                                }
+                            ),
                         ));
                     }
                     srcs.push(p);
@@ -1123,6 +1149,46 @@ impl Builder<'_> {
                         fsutil::digest_entries(&entries, &mut hasher)?;
                         items.push((it, entries));
                     }
+                }
+                // remote files: fetched now (their content is part of the key), never
+                // unpacked, mode 0600 as BuildKit gives them
+                for u in &urls {
+                    let dir = match &downloads {
+                        Some(d) => d,
+                        None => {
+                            fs::create_dir_all(&self.tmp)
+                                .map_err(io_err("create directory", &self.tmp))?;
+                            downloads.insert(
+                                tempfile::Builder::new()
+                                    .prefix(&format!("step-{}-dl", std::process::id()))
+                                    .tempdir_in(&self.tmp)
+                                    .map_err(io_err("create temporary directory in", &self.tmp))?,
+                            )
+                        }
+                    };
+                    let name = crate::fetch::file_name(u);
+                    let path = dir.path().join(format!("{}-{name}", items.len()));
+                    let got = crate::fetch::fetch(u, &path)
+                        .map_err(|m| Self::step_err(inst, format!("fetching {m}")))?;
+                    if let Some(want) = &checksum
+                        && want != &got
+                    {
+                        return Err(Self::step_err(
+                            inst,
+                            format!("{u}: checksum mismatch: expected {want}, got {got}"),
+                        ));
+                    }
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                            .map_err(io_err("chmod", &path))?;
+                    }
+                    hasher.update(u.as_bytes());
+                    hasher.update(got.as_bytes());
+                    let it = Item { rel: name, path };
+                    let entries = fsutil::walk(&it, None)?;
+                    remote.push(items.len());
+                    items.push((it, entries));
                 }
                 None
             }
@@ -1202,14 +1268,19 @@ impl Builder<'_> {
                 "when using COPY with more than one source file, the destination must be a directory and end with a /",
             ));
         }
-        for (it, entries) in &items {
+        for (i, (it, entries)) in items.iter().enumerate() {
             let Some(top) = entries.first() else { continue };
             let base = it.rel.rsplit('/').next().unwrap_or("").to_string();
             if top.kind == fsutil::Kind::Dir {
                 fsutil::copy_entries(&rootfs, &dest_abs, entries, attrs)?;
                 continue;
             }
-            if is_add && unpack && top.kind == fsutil::Kind::File && is_archive(&top.path) {
+            if is_add
+                && unpack
+                && !remote.contains(&i)
+                && top.kind == fsutil::Kind::File
+                && is_archive(&top.path)
+            {
                 let dir = fsutil::mkdir_in_root(&rootfs, &dest_abs, owner)?;
                 let f = fs::File::open(&top.path).map_err(io_err("open", &top.path))?;
                 let r = berth_image::unpack::decompress(f, None)?;

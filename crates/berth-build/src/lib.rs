@@ -11,13 +11,14 @@
 //! runc-compatible `berth-oci` binary on overlay snapshots of the berth-image store,
 //! COPY/ADD copy from the context (honouring `.dockerignore`) or other stages, and
 //! each layer step is cached by its parent, expanded instruction and input digests.
-//! This crate does not pull or push images (that is berth-registry) and does not
-//! fetch remote ADD sources yet.
+//! ADD fetches plain `http://` URLs (with `--checksum`); HTTPS and git sources are
+//! refused clearly. This crate does not pull or push images (that is berth-registry).
 
 pub mod ast;
 pub mod dockerignore;
 pub mod duration;
 pub mod executor;
+pub mod fetch;
 pub mod fsutil;
 pub mod mount;
 pub mod parser;

@@ -709,6 +709,13 @@ fn systemd_cgroup_is_a_clear_error() {
 /// pty of its own sized like the caller's, input and output are relayed, a resize of
 /// the caller's terminal reaches the container, and the exit code is the container's.
 fn foreground_tty(env: &Env, rt: &Path, tag: &str) -> (String, Option<i32>) {
+    let id = unique_id(tag);
+    foreground_tty_args(env, rt, tag, &["run", "--bundle", env.b(), &id])
+}
+
+/// `rt --root R ARGS` with a pty pair as its controlling terminal and stdio; types
+/// "hello" after the second line and returns the output and exit code.
+fn foreground_tty_args(env: &Env, rt: &Path, tag: &str, args: &[&str]) -> (String, Option<i32>) {
     use std::os::unix::process::CommandExt;
     let ws = nix::pty::Winsize {
         ws_row: 40,
@@ -724,9 +731,7 @@ fn foreground_tty(env: &Env, rt: &Path, tag: &str) -> (String, Option<i32>) {
     }
     let s = pty.slave.as_raw_fd();
     let mut c = Command::new(rt);
-    c.arg("--root")
-        .arg(env.root(tag))
-        .args(["run", "--bundle", env.b(), &unique_id(tag)]);
+    c.arg("--root").arg(env.root(tag)).args(args);
     // SAFETY: setsid, ioctl and dup2 are async-signal-safe.
     unsafe {
         c.pre_exec(move || {
@@ -1213,5 +1218,42 @@ fn idmapped_bind_mount() {
     );
     assert!(!o.status.success());
     assert!(err(&o).contains("mounts[].uidMappings"), "{}", err(&o));
+    leak.assert_clean();
+}
+
+/// `exec -t` without --console-socket from a terminal: relayed like `run`, as runc.
+#[test]
+fn exec_foreground_terminal_like_runc() {
+    let env = Env::new(&["sleep", "1000"]);
+    let leak = LeakCheck::new(&[env.marker()]);
+    let mut outs = Vec::new();
+    for (tag, rt) in runtimes() {
+        let id = unique_id(tag);
+        let st = Command::new(&rt)
+            .arg("--root")
+            .arg(env.root(tag))
+            .args(["run", "-d", "--bundle", env.b(), &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{tag} run -d");
+        let script = "tty; stty size; read l; echo got $l; exit 4";
+        let (out, code) =
+            foreground_tty_args(&env, &rt, tag, &["exec", "-t", &id, "sh", "-c", script]);
+        assert_eq!(code, Some(4), "{tag}: {out:?}");
+        outs.push(out);
+        let o = cmd(&rt, &env.root(tag), &["delete", "--force", &id]);
+        assert!(o.status.success(), "{tag} delete: {}", err(&o));
+    }
+    assert!(outs[0].starts_with("/dev/pts/"), "{:?}", outs[0]);
+    assert!(outs[0].contains("40 120\r\n"), "{:?}", outs[0]);
+    assert!(outs[0].ends_with("hello\r\ngot hello\r\n"), "{:?}", outs[0]);
+    assert!(
+        outs[1].ends_with("hello\r\ngot hello\r\n"),
+        "runc: {:?}",
+        outs[1]
+    );
     leak.assert_clean();
 }

@@ -180,8 +180,11 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         "root.path {}",
         bundle.join(root_cfg.path()).display()
     )))?;
-    let process = spec.process().clone().expect("checked by config::check");
+    let mut process = spec.process().clone().expect("checked by config::check");
     let fg_tty = process.terminal() == Some(true) && o.console_socket.is_none();
+    if fg_tty && let Some(size) = crate::tty::caller_size() {
+        process.set_console_size(Some(size));
+    }
     if fg_tty && !foreground {
         return Err(Error::Config {
             path: bundle.join("config.json"),
@@ -1198,8 +1201,13 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
             msg: "cannot exec in a container that is not running".into(),
         });
     }
-    if o.process.terminal() == Some(true) && o.console_socket.is_none() {
-        return Err(Error::Init("exec --tty needs --console-socket".into()));
+    // A terminal without a console socket is the caller's (relayed, as runc does);
+    // detached, there would be nobody to relay it.
+    let fg_tty = o.process.terminal() == Some(true) && o.console_socket.is_none();
+    if fg_tty && o.detach {
+        return Err(Error::Init(
+            "exec --tty --detach needs --console-socket".into(),
+        ));
     }
     // Namespaces of the init that differ from ours, user first, mount last.
     let order = [
@@ -1226,11 +1234,26 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
             setns(fd.as_raw_fd(), f, n)?;
         }
     }
-    let console = o
-        .console_socket
-        .as_deref()
-        .map(crate::sys::unix_connect)
-        .transpose()?;
+    let (console, pty) = if fg_tty {
+        let (ours, theirs) = crate::sys::seqpacket_pair()?;
+        (Some(theirs), Some(ours))
+    } else {
+        let c = o
+            .console_socket
+            .as_deref()
+            .map(crate::sys::unix_connect)
+            .transpose()?;
+        (c, None)
+    };
+    let sized;
+    let o = if fg_tty && let Some(size) = crate::tty::caller_size() {
+        let mut c = o.clone();
+        c.process.set_console_size(Some(size));
+        sized = c;
+        &sized
+    } else {
+        o
+    };
     let (filter, agent) = seccomp_prepare(root, st.seccomp.as_ref())?;
     let sc = filter.as_ref().map(|f| Seccomp {
         filter: f,
@@ -1321,6 +1344,10 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
     }
     if o.detach {
         return Ok(0);
+    }
+    if let Some(p) = pty {
+        let master = crate::sys::recv_fd(p.as_raw_fd())?;
+        return Ok(crate::tty::proxy(pid, master, &set));
     }
     Ok(wait_forwarding(pid, &set))
 }

@@ -38,6 +38,22 @@ impl Drop for RawMode {
     }
 }
 
+/// The size of the caller's terminal (stdin), if it is one, as `process.consoleSize`:
+/// the container's pty gets it when made, before the process can ask for it.
+pub(crate) fn caller_size() -> Option<oci_spec::runtime::Box> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a winsize.
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } != 0 || ws.ws_row == 0 {
+        return None;
+    }
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u64::from(ws.ws_row))
+        .width(u64::from(ws.ws_col))
+        .build()
+        .ok()
+}
+
 /// Copy the window size of terminal `from` to the pty master `to`.
 fn copy_size(from: RawFd, to: RawFd) {
     // SAFETY: winsize is plain data; TIOCGWINSZ fills it.

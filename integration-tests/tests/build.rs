@@ -884,3 +884,24 @@ fn add_fetches_http_urls_with_checksum() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn run_bind_mount_from_another_stage() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS src\nRUN mkdir -p /data && echo from-stage > /data/f\n\
+         FROM busybox\nRUN --mount=type=bind,from=src,source=/data,target=/mnt/src cat /mnt/src/f > /got\n",
+    );
+    ok(env.build(&["-t", "bindfrom:1"]));
+    let files: Vec<(String, Vec<u8>)> = layer_entries(&env.store(), "bindfrom:1")
+        .into_iter()
+        .flatten()
+        .collect();
+    let got = files.iter().find(|(p, _)| p == "got").unwrap();
+    assert_eq!(got.1, b"from-stage\n");
+    assert!(!files.iter().any(|(p, _)| p.starts_with("mnt/src")));
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}

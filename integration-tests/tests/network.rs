@@ -240,8 +240,26 @@ fn pin_of(att: &enet::Attachment) -> PathBuf {
 }
 
 #[test]
-fn engine_default_bridge_publishes_and_is_removed_with_its_last_container() {
+fn engine_default_bridge_publishes_and_stays_until_removed() {
     require_root();
+    // a root that disappears with its bridge still up (a test's temporary root)
+    let gone = TestRoots::new().unwrap();
+    let gone_id = integration_tests::unique_id("netgone");
+    let gone_bridge = {
+        let conn = berth_engine::store::open(&gone.root()).unwrap();
+        let req = request("", "old", &[]);
+        enet::setup(&conn, &gone.root(), &gone.state(), &gone_id, &req).unwrap();
+        enet::teardown(&conn, &gone.root(), &gone.state(), &gone_id).unwrap();
+        enet::inspect_network(&conn, &gone.root(), "bridge")
+            .unwrap()
+            .bridge
+    };
+    assert!(
+        link_exists(&gone_bridge),
+        "the default bridge stays up while its root exists"
+    );
+    drop(gone);
+
     let roots = TestRoots::new().unwrap();
     let id = integration_tests::unique_id("netdef");
     let mut leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned(), id.clone()]);
@@ -254,6 +272,11 @@ fn engine_default_bridge_publishes_and_is_removed_with_its_last_container() {
     enet::validate(&conn, &req).unwrap();
     let att = enet::setup(&conn, &roots.root(), &roots.state(), &id, &req).unwrap();
     assert!(link_exists(&bridge));
+    // bringing a network up collected the bridge of the root that is gone
+    assert!(
+        !link_exists(&gone_bridge),
+        "orphaned bridge {gone_bridge} not collected"
+    );
     let ip = att.ip.expect("an address on the bridge");
     assert_eq!(att.ports.len(), 1);
     let port = att.ports[0].host_port;
@@ -274,9 +297,16 @@ fn engine_default_bridge_publishes_and_is_removed_with_its_last_container() {
 
     enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
     enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    let rules = integration_tests::run_ok("nft", ["list", "ruleset"]).unwrap();
+    assert!(!rules.contains(&id), "port element of {id} left:\n{rules}");
+    assert!(
+        link_exists(&bridge),
+        "the default bridge stays, like docker0"
+    );
+    assert_eq!(enet::prune(&conn).unwrap(), Vec::<String>::new());
     assert!(
         !link_exists(&bridge),
-        "default bridge stays after its last container left"
+        "network prune leaves the default bridge"
     );
     leaks.assert_clean();
 }
@@ -461,6 +491,7 @@ fn bad_ports_unknown_networks_and_taken_ports_fail_before_anything_exists() {
         .is_err()
     );
     enet::teardown(&conn, &roots.root(), &roots.state(), &id).unwrap();
+    enet::remove_network(&conn, "bridge").unwrap();
     leaks.assert_clean();
 }
 
@@ -621,6 +652,8 @@ fn run_published_port_answers_over_http_from_the_host() {
         Duration::from_secs(10),
     );
     berth_ok(&roots, &["rm", "-f", "web"]);
+    assert!(link_exists(&bridge));
+    berth_ok(&roots, &["network", "rm", "bridge"]);
     let body = body.unwrap();
     assert!(
         body.starts_with("HTTP/1.1 200") && body.contains("root:x:0:0"),
@@ -703,7 +736,7 @@ fn run_on_a_user_network_resolves_containers_by_name() {
         .output()
         .unwrap();
     berth_ok(&roots, &["rm", "-f", "srv"]);
-    berth_ok(&roots, &["network", "rm", &net]);
+    berth_ok(&roots, &["network", "rm", &net, "bridge"]);
     assert!(
         String::from_utf8_lossy(&fetched.stdout).contains("root:x:0:0"),
         "wget http://srv/: {fetched:?}"
@@ -771,5 +804,6 @@ fn run_network_none_has_only_lo_and_host_sees_the_host() {
             .any(|l| l.contains("eth0") && l.contains("inet 10.")),
         "{bridge}"
     );
+    berth_ok(&roots, &["network", "rm", "bridge"]);
     leaks.assert_clean();
 }

@@ -339,3 +339,19 @@ fn exec(root: &Path, a: &cli::ExecArgs) -> Result<u8> {
     let code = c::exec(root, &a.id, &o).with_context(|| format!("exec in container {}", a.id))?;
     Ok(code.clamp(0, 255) as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn intervals_are_go_durations() {
+        assert_eq!(parse_interval("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_interval("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_interval("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_interval("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("5x").is_err());
+    }
+}

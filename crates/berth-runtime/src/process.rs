@@ -533,3 +533,19 @@ pub fn set_memory_policy(mp: &oci_spec::runtime::LinuxMemoryPolicy) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id_list;
+
+    #[test]
+    fn id_lists() {
+        assert_eq!(parse_id_list("f", "0").unwrap(), vec![1]);
+        assert_eq!(parse_id_list("f", "0-3,7").unwrap(), vec![0b1000_1111]);
+        assert_eq!(parse_id_list("f", "64").unwrap(), vec![0, 1]);
+        for bad in ["", "3-1", "x", "1-", "5000"] {
+            let e = parse_id_list("process.execCPUAffinity.final", bad).unwrap_err();
+            assert!(e.to_string().contains("execCPUAffinity"), "{bad}: {e}");
+        }
+    }
+}

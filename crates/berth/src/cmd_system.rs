@@ -41,7 +41,8 @@ pub fn run(cmd: SystemCommand) -> anyhow::Result<u8> {
 /// One page per command, named like git's (`berth-network-ls.1`); returns how many.
 fn write_pages(cmd: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<usize> {
     let path = dir.join(format!("{name}.1"));
-    let page = cmd.clone().name(name.to_string());
+    // clap names are 'static; a man run renders each page once, so leaking is fine
+    let page = cmd.clone().name(&*String::leak(name.to_string()));
     let mut out = Vec::new();
     clap_mangen::Man::new(page)
         .render(&mut out)

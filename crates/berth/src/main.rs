@@ -11,8 +11,10 @@ use clap::Parser;
 mod cmd_build;
 mod cmd_container;
 mod cmd_image;
+mod cmd_kube;
 mod cmd_network;
 mod cmd_registry;
+mod cmd_system;
 mod cmd_volume;
 
 /// berth: a container toolkit (images, containers, builds, manifests).
@@ -55,14 +57,21 @@ enum Command {
     #[command(flatten)]
     Registry(cmd_registry::RegistryCommand),
     #[command(flatten)]
+    Network(cmd_network::NetworkCommand),
+    #[command(flatten)]
     Container(cmd_container::ContainerCommand),
     #[command(flatten)]
     Volume(cmd_volume::VolumeCommand),
     #[command(flatten)]
-    Network(cmd_network::NetworkCommand),
+    System(cmd_system::SystemCommand),
+    #[command(flatten)]
+    Kube(cmd_kube::KubeCommand),
 }
 
 fn main() -> ExitCode {
+    // `berth ps | head` must end quietly like other Unix tools, not panic on EPIPE
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -78,9 +87,11 @@ fn main() -> ExitCode {
         Command::Build(cmd) => cmd_build::run(&cli.global, cmd),
         Command::Image(cmd) => cmd_image::run(&cli.global, cmd),
         Command::Registry(cmd) => cmd_registry::run(&cli.global, cmd),
+        Command::Network(cmd) => cmd_network::run(&cli.global, cmd),
         Command::Container(cmd) => cmd_container::run(&cli.global, cmd),
         Command::Volume(cmd) => cmd_volume::run(&cli.global, cmd),
-        Command::Network(cmd) => cmd_network::run(&cli.global, cmd),
+        Command::System(cmd) => cmd_system::run(cmd),
+        Command::Kube(cmd) => cmd_kube::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,6 +18,7 @@ mod engine;
 mod engines;
 mod image;
 mod network;
+mod orchestrator;
 mod registry;
 mod runtime;
 
@@ -31,6 +32,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("engines", engines::run),
     ("build", build::run),
     ("engine", engine::run),
+    ("orchestrator", orchestrator::run),
     ("network", network::run),
 ];
 

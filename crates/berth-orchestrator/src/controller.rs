@@ -1,0 +1,1143 @@
+//! The control loops: level-triggered, each pass compares what the manifests ask for
+//! with what runs and closes the gap. Nothing is kept only in memory except probe
+//! counters, so a restarted `berth serve` adopts what runs and duplicates nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use berth_engine::{Container, CreateConfig, Engine, Launcher};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::manifest::types::{Container as ContainerSpec, IntOrString, PodTemplateSpec, Probe};
+use crate::manifest::{Body, Quantity};
+use crate::store::{self, PodRecord, Stored};
+
+/// Label on every container: the uid of its pod.
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+/// Label on every container: its pod's name.
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// Label on every container: its pod's namespace.
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// Label on every container: the container's name in the pod spec.
+pub const CONTAINER_LABEL: &str = "io.kubernetes.container.name";
+const HASH_LABEL: &str = "pod-template-hash";
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Controller errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The engine failed.
+    #[error("{what}: {source}")]
+    Engine {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: berth_engine::Error,
+    },
+}
+
+fn engine_err(what: impl Into<String>) -> impl FnOnce(berth_engine::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Engine { what, source }
+}
+
+/// How the controller gets images (the CLI pulls with berth-registry).
+pub trait Images {
+    /// The image for `reference` under `policy` (Always, IfNotPresent, Never).
+    fn get(
+        &self,
+        reference: &str,
+        policy: &str,
+    ) -> Result<(berth_image::Store, berth_image::Image), String>;
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    successes: i64,
+    failures: i64,
+    last: Option<Instant>,
+    passed: bool,
+}
+
+/// The reconciler over one engine.
+pub struct Controller<'a> {
+    engine: &'a Engine,
+    launcher: Launcher,
+    images: &'a dyn Images,
+    probes: HashMap<(String, String, &'static str), ProbeState>,
+    last_services: Option<String>,
+}
+
+impl std::fmt::Debug for Controller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Controller<'a> {
+    /// A controller running containers through `engine`, monitors via `launcher`.
+    pub fn new(
+        engine: &'a Engine,
+        launcher: Launcher,
+        images: &'a dyn Images,
+    ) -> Result<Self, Error> {
+        engine
+            .conn
+            .execute_batch(store::SCHEMA)
+            .and_then(|()| engine.conn.execute_batch(crate::services::SCHEMA))
+            .map_err(store::Error::from)?;
+        Ok(Controller {
+            engine,
+            launcher,
+            images,
+            probes: HashMap::new(),
+            last_services: None,
+        })
+    }
+
+    /// One pass of every loop.
+    pub fn reconcile(&mut self) -> Result<(), Error> {
+        let conn = &self.engine.conn;
+        let objects = store::list(conn, "")?;
+        for d in objects.iter().filter(|o| o.object.kind() == "Deployment") {
+            self.deployment(d, &objects)?;
+        }
+        let objects = store::list(conn, "")?;
+        let mut pods = store::pods(conn)?;
+        // owners that are gone take their pods and replica sets with them
+        for rs in objects.iter().filter(|o| !o.owner.is_empty()) {
+            if !owner_exists(&objects, &rs.owner, rs.object.namespace()) {
+                store::delete(
+                    conn,
+                    rs.object.kind(),
+                    rs.object.namespace(),
+                    &rs.object.metadata.name,
+                )?;
+            }
+        }
+        let objects = store::list(conn, "")?;
+        let mut doomed = Vec::new();
+        pods.retain(|p| {
+            let keep = owner_exists(&objects, &p.owner, &p.namespace);
+            if !keep {
+                doomed.push(p.clone());
+            }
+            keep
+        });
+        for o in &objects {
+            match &o.object.body {
+                Body::ReplicaSet(spec) => {
+                    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+                    self.scale_pods(o, &spec.template, want, &mut pods, &mut doomed)?;
+                }
+                Body::Pod(_) => {
+                    let owner = format!("Pod/{}", o.object.metadata.name);
+                    if !pods
+                        .iter()
+                        .any(|p| p.owner == owner && p.namespace == o.object.namespace())
+                    {
+                        let template = json!({
+                            "metadata": o.manifest.get("metadata").cloned().unwrap_or(Value::Null),
+                            "spec": o.manifest.get("spec").cloned().unwrap_or(Value::Null),
+                        });
+                        let p = new_pod(
+                            o.object.namespace(),
+                            &o.object.metadata.name,
+                            &owner,
+                            template,
+                        );
+                        store::add_pod(conn, &p)?;
+                        pods.push(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let containers = self.engine.list().map_err(engine_err("list containers"))?;
+        // pods about to stop leave their Services first
+        self.services(&objects, &pods, &containers)?;
+        self.delete_pods(&doomed)?;
+        let containers = self.engine.list().map_err(engine_err("list containers"))?;
+        // containers of pods that no longer exist (a serve killed mid-delete)
+        let orphans: Vec<&Container> = containers
+            .iter()
+            .filter(|c| {
+                c.labels()
+                    .get(POD_UID_LABEL)
+                    .is_some_and(|uid| !pods.iter().any(|p| &p.uid == uid))
+            })
+            .collect();
+        for c in orphans {
+            let _ = self.engine.remove(&c.id, true, true);
+        }
+        for p in &pods {
+            self.sync_pod(p, &containers, &objects)?;
+        }
+        let pods = store::pods(&self.engine.conn)?;
+        self.services(&objects, &pods, &containers)?;
+        Ok(())
+    }
+
+    /// Rewrites the Services' rules when their endpoints changed.
+    fn services(
+        &mut self,
+        objects: &[Stored],
+        pods: &[PodRecord],
+        containers: &[Container],
+    ) -> Result<(), Error> {
+        use crate::services;
+        let conn = &self.engine.conn;
+        let endpoints: Vec<services::Endpoint> = pods
+            .iter()
+            .filter(|p| p.ready)
+            .filter_map(|p| {
+                let ip = containers
+                    .iter()
+                    .filter(|c| c.labels().get(POD_UID_LABEL) == Some(&p.uid))
+                    .find_map(|c| c.attachment.as_ref().and_then(|a| a.ip))?;
+                let template: PodTemplateSpec = serde_json::from_value(p.template.clone()).ok()?;
+                let ports = template
+                    .spec
+                    .containers
+                    .iter()
+                    .flat_map(|k| &k.ports)
+                    .filter_map(|cp| Some((cp.name.clone()?, cp.container_port as u16)))
+                    .collect();
+                Some(services::Endpoint {
+                    namespace: p.namespace.clone(),
+                    labels: template.metadata.labels,
+                    ip,
+                    ports,
+                })
+            })
+            .collect();
+        let mut rendered = Vec::new();
+        let mut keep = Vec::new();
+        for o in objects {
+            let Body::Service(spec) = &o.object.body else {
+                continue;
+            };
+            let (ns, name) = (o.object.namespace(), &o.object.metadata.name);
+            let ip = services::cluster_ip(conn, &self.engine.root, ns, name)?;
+            keep.push((ns.to_string(), name.clone()));
+            rendered.push(services::render(spec, ns, ip, &endpoints));
+        }
+        services::release_missing(conn, &keep)?;
+        let script = services::script(&self.engine.root, &rendered);
+        if self.last_services.as_deref() != Some(script.as_str()) {
+            match services::apply(&script) {
+                Ok(()) => self.last_services = Some(script),
+                Err(e) => eprintln!("berth serve: services: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn deployment(&self, d: &Stored, objects: &[Stored]) -> Result<(), Error> {
+        let Body::Deployment(spec) = &d.object.body else {
+            return Ok(());
+        };
+        let conn = &self.engine.conn;
+        let ns = d.object.namespace();
+        let name = &d.object.metadata.name;
+        let owner = format!("Deployment/{name}");
+        let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
+        let hash = short_hash(&template);
+        let rs_name = format!("{name}-{hash}");
+        let owned: Vec<&Stored> = objects
+            .iter()
+            .filter(|o| {
+                o.owner == owner && o.object.namespace() == ns && o.object.kind() == "ReplicaSet"
+            })
+            .collect();
+        let replicas_of = |o: &Stored| match &o.object.body {
+            Body::ReplicaSet(r) => r.replicas.unwrap_or(0),
+            _ => 0,
+        };
+        let desired = spec.replicas.unwrap_or(1).max(0);
+        let pods = store::pods(conn)?;
+        let ready_of = |rs: &str| {
+            pods.iter()
+                .filter(|p| p.owner == format!("ReplicaSet/{rs}") && p.namespace == ns && p.ready)
+                .count() as i64
+        };
+        let pods_of = |rs: &str| {
+            pods.iter()
+                .filter(|p| p.owner == format!("ReplicaSet/{rs}") && p.namespace == ns)
+                .count() as i64
+        };
+        let current = owned.iter().find(|o| o.object.metadata.name == rs_name);
+        let olds: Vec<&&Stored> = owned
+            .iter()
+            .filter(|o| o.object.metadata.name != rs_name)
+            .collect();
+        let recreate = spec.strategy.as_ref().and_then(|s| s.kind.as_deref()) == Some("Recreate");
+        let mut new_replicas = current.map(|c| replicas_of(c)).unwrap_or(0);
+        let mut old_targets: Vec<(&Stored, i64)> =
+            olds.iter().map(|o| (**o, replicas_of(o))).collect();
+        if recreate {
+            for t in &mut old_targets {
+                t.1 = 0;
+            }
+            let old_pods: i64 = olds.iter().map(|o| pods_of(&o.object.metadata.name)).sum();
+            new_replicas = if old_pods == 0 { desired } else { 0 };
+        } else {
+            let ru = spec
+                .strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.as_ref());
+            let surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), desired, true);
+            let mut unavailable =
+                resolve(ru.and_then(|r| r.max_unavailable.as_ref()), desired, false);
+            if surge == 0 && unavailable == 0 {
+                unavailable = 1;
+            }
+            let total: i64 = new_replicas + old_targets.iter().map(|t| t.1).sum::<i64>();
+            if new_replicas < desired {
+                new_replicas = (new_replicas + (desired + surge - total).max(0)).min(desired);
+            }
+            new_replicas = new_replicas.min(desired);
+            if old_targets.is_empty() {
+                new_replicas = desired;
+            }
+            // scale old sets down while enough pods stay available
+            let min_available = desired - unavailable;
+            let mut available: i64 = ready_of(&rs_name)
+                + olds
+                    .iter()
+                    .map(|o| ready_of(&o.object.metadata.name))
+                    .sum::<i64>();
+            for (o, target) in &mut old_targets {
+                let ready = ready_of(&o.object.metadata.name);
+                let unready = (*target - ready).max(0);
+                *target -= unready; // pods that serve nothing can go at once
+                let removable = (available - min_available).clamp(0, *target);
+                *target -= removable;
+                available -= removable;
+            }
+        }
+        let revision = owned
+            .iter()
+            .filter_map(|o| {
+                o.object
+                    .metadata
+                    .annotations
+                    .get(REVISION)?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        let keep_revision = current
+            .and_then(|c| c.object.metadata.annotations.get(REVISION).cloned())
+            .unwrap_or_else(|| (revision + 1).to_string());
+        let mut selector = serde_json::to_value(&spec.selector).unwrap_or(Value::Null);
+        selector["matchLabels"][HASH_LABEL] = json!(hash);
+        let mut tpl = template.clone();
+        tpl["metadata"]["labels"][HASH_LABEL] = json!(hash);
+        let mut labels = serde_json::to_value(&spec.template.metadata.labels).unwrap_or(json!({}));
+        labels[HASH_LABEL] = json!(hash);
+        let manifest = json!({
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": rs_name, "namespace": ns, "labels": labels,
+                         "annotations": {REVISION: keep_revision}},
+            "spec": {"replicas": new_replicas, "selector": selector, "template": tpl},
+        });
+        put_replica_set(conn, &manifest, &owner)?;
+        for (o, target) in old_targets {
+            if target != replicas_of(o) {
+                let mut m = o.manifest.clone();
+                m["spec"]["replicas"] = json!(target);
+                put_replica_set(conn, &m, &owner)?;
+            }
+        }
+        // history: keep revisionHistoryLimit scaled-down sets for rollback
+        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let mut idle: Vec<&&Stored> = olds
+            .iter()
+            .copied()
+            .filter(|o| replicas_of(o) == 0 && pods_of(&o.object.metadata.name) == 0)
+            .collect();
+        idle.sort_by_key(|o| {
+            o.object
+                .metadata
+                .annotations
+                .get(REVISION)
+                .and_then(|r| r.parse::<i64>().ok())
+                .unwrap_or(0)
+        });
+        while idle.len() > limit {
+            let o = idle.remove(0);
+            store::delete(conn, "ReplicaSet", ns, &o.object.metadata.name)?;
+        }
+        Ok(())
+    }
+
+    fn scale_pods(
+        &self,
+        rs: &Stored,
+        template: &PodTemplateSpec,
+        want: usize,
+        pods: &mut Vec<PodRecord>,
+        doomed: &mut Vec<PodRecord>,
+    ) -> Result<(), Error> {
+        let ns = rs.object.namespace();
+        let owner = format!("ReplicaSet/{}", rs.object.metadata.name);
+        let mut mine: Vec<PodRecord> = pods
+            .iter()
+            .filter(|p| p.owner == owner && p.namespace == ns)
+            .cloned()
+            .collect();
+        while mine.len() < want {
+            let name = format!("{}-{}", rs.object.metadata.name, suffix());
+            let t = serde_json::to_value(template).unwrap_or(Value::Null);
+            let p = new_pod(ns, &name, &owner, t);
+            store::add_pod(&self.engine.conn, &p)?;
+            pods.push(p.clone());
+            mine.push(p);
+        }
+        if mine.len() > want {
+            // like the upstream controller: unready and newest pods go first
+            mine.sort_by(|a, b| a.ready.cmp(&b.ready).then(b.created.cmp(&a.created)));
+            let extra = mine.len() - want;
+            for p in mine.into_iter().take(extra) {
+                pods.retain(|q| q.uid != p.uid);
+                doomed.push(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the pods' containers (grace period, in parallel) and forgets the pods.
+    fn delete_pods(&self, doomed: &[PodRecord]) -> Result<(), Error> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let containers = self.engine.list().map_err(engine_err("list containers"))?;
+        let (root, state) = (&self.engine.root, &self.engine.state);
+        std::thread::scope(|s| {
+            for p in doomed {
+                let ids: Vec<String> = containers
+                    .iter()
+                    .filter(|c| c.labels().get(POD_UID_LABEL) == Some(&p.uid))
+                    .map(|c| c.id.clone())
+                    .collect();
+                let grace = p.template["spec"]["terminationGracePeriodSeconds"]
+                    .as_u64()
+                    .unwrap_or(30) as u32;
+                s.spawn(move || {
+                    let Ok(eng) = Engine::open(root, state) else {
+                        return;
+                    };
+                    for id in &ids {
+                        let _ = eng.stop(id, Some(grace));
+                        let _ = eng.remove(id, true, true);
+                    }
+                });
+            }
+        });
+        for p in doomed {
+            store::remove_pod(&self.engine.conn, &p.uid)?;
+            let _ = std::fs::remove_dir_all(self.pod_dir(&p.uid));
+        }
+        Ok(())
+    }
+
+    fn pod_dir(&self, uid: &str) -> std::path::PathBuf {
+        self.engine.root.join("k8s").join("pods").join(uid)
+    }
+
+    fn sync_pod(
+        &mut self,
+        p: &PodRecord,
+        containers: &[Container],
+        objects: &[Stored],
+    ) -> Result<(), Error> {
+        let Ok(template) = serde_json::from_value::<PodTemplateSpec>(p.template.clone()) else {
+            return Ok(());
+        };
+        let spec = &template.spec;
+        let mine: Vec<&Container> = containers
+            .iter()
+            .filter(|c| c.labels().get(POD_UID_LABEL) == Some(&p.uid))
+            .collect();
+        let find = |n: &str| {
+            mine.iter()
+                .find(|c| c.labels().get(CONTAINER_LABEL).map(String::as_str) == Some(n))
+        };
+        let mut message = String::new();
+        // init containers run one after the other to completion first
+        for k in &spec.init_containers {
+            match find(&k.name) {
+                Some(c) if c.state == "exited" && c.exit_code == 0 => continue,
+                Some(c) if c.state == "exited" => {
+                    message = format!(
+                        "init container {} failed with exit code {}",
+                        k.name, c.exit_code
+                    );
+                    let _ = self.engine.remove(&c.id, true, true); // retried next pass
+                }
+                Some(_) => message = format!("waiting for init container {}", k.name),
+                None => {
+                    if let Err(e) = self.start_container(p, &template, k, true, objects) {
+                        message = e;
+                    }
+                }
+            }
+            store::set_pod_status(&self.engine.conn, &p.uid, "Pending", false, &message)?;
+            return Ok(());
+        }
+        let mut running = 0;
+        let mut ready = 0;
+        let mut done = 0;
+        let mut failed = 0;
+        for k in &spec.containers {
+            let Some(c) = find(&k.name) else {
+                if let Err(e) = self.start_container(p, &template, k, false, objects) {
+                    message = e;
+                }
+                continue;
+            };
+            match c.state.as_str() {
+                "running" => {
+                    running += 1;
+                    if self.probe_ready(p, k, c) {
+                        ready += 1;
+                    }
+                }
+                "exited" if c.exit_code == 0 => done += 1,
+                "exited" => failed += 1,
+                _ => {}
+            }
+        }
+        let n = spec.containers.len();
+        let phase = if running > 0 && running + done + failed == n {
+            "Running"
+        } else if done == n {
+            "Succeeded"
+        } else if failed > 0 && running == 0 {
+            "Failed"
+        } else {
+            "Pending"
+        };
+        store::set_pod_status(
+            &self.engine.conn,
+            &p.uid,
+            phase,
+            ready == n && n > 0,
+            &message,
+        )?;
+        Ok(())
+    }
+
+    /// Readiness from the readiness probe (none: ready when running); a failing
+    /// liveness probe kills the container so its restart policy restarts it.
+    fn probe_ready(&mut self, p: &PodRecord, k: &ContainerSpec, c: &Container) -> bool {
+        if let Some(probe) = &k.liveness_probe
+            && self.run_probe(p, k, c, probe, "liveness") == Some(false)
+        {
+            let _ = self.engine.kill(&c.id, libc_sigkill());
+            self.probes
+                .remove(&(p.uid.clone(), k.name.clone(), "liveness"));
+            self.probes
+                .remove(&(p.uid.clone(), k.name.clone(), "readiness"));
+            return false;
+        }
+        match &k.readiness_probe {
+            None => true,
+            Some(probe) => {
+                self.run_probe(p, k, c, probe, "readiness");
+                self.probes
+                    .get(&(p.uid.clone(), k.name.clone(), "readiness"))
+                    .is_some_and(|s| s.passed)
+            }
+        }
+    }
+
+    /// Runs a probe when its period is due; Some(false) once failureThreshold is hit.
+    fn run_probe(
+        &mut self,
+        p: &PodRecord,
+        k: &ContainerSpec,
+        c: &Container,
+        probe: &Probe,
+        which: &'static str,
+    ) -> Option<bool> {
+        let key = (p.uid.clone(), k.name.clone(), which);
+        let st = self.probes.entry(key).or_default();
+        let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+        if st.last.is_some_and(|l| l.elapsed() < period) {
+            return None;
+        }
+        let started = berth_engine::timefmt::parse(&c.started_at);
+        let delay = probe.initial_delay_seconds.unwrap_or(0).max(0) as u64;
+        if let Some(t) = started
+            && t.elapsed().unwrap_or_default() < Duration::from_secs(delay)
+        {
+            return None;
+        }
+        st.last = Some(Instant::now());
+        let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let ip = c.attachment.as_ref().and_then(|a| a.ip);
+        let port_of = |port: &IntOrString| match port {
+            IntOrString::Int(n) => Some(*n as u16),
+            IntOrString::String(s) => k
+                .ports
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(s))
+                .map(|cp| cp.container_port as u16),
+        };
+        let ok = if let Some(h) = &probe.http_get {
+            match (ip, port_of(&h.port)) {
+                (Some(ip), Some(port)) => http_ok(
+                    SocketAddr::new(ip.into(), port),
+                    h.path.as_deref().unwrap_or("/"),
+                    timeout,
+                ),
+                _ => false,
+            }
+        } else if let Some(t) = &probe.tcp_socket {
+            match (ip, port_of(&t.port)) {
+                (Some(ip), Some(port)) => {
+                    TcpStream::connect_timeout(&SocketAddr::new(ip.into(), port), timeout).is_ok()
+                }
+                _ => false,
+            }
+        } else if let Some(e) = &probe.exec {
+            self.engine
+                .runtime(c)
+                .ok()
+                .map(|rt| {
+                    let mut args: Vec<String> = vec!["exec".into(), c.id.clone()];
+                    args.extend(e.command.iter().cloned());
+                    rt.run(args).is_ok()
+                })
+                .unwrap_or(false)
+        } else {
+            true
+        };
+        let st = self
+            .probes
+            .get_mut(&(p.uid.clone(), k.name.clone(), which))?;
+        if ok {
+            st.successes += 1;
+            st.failures = 0;
+            if st.successes >= probe.success_threshold.unwrap_or(1).max(1) {
+                st.passed = true;
+            }
+            Some(true)
+        } else {
+            st.failures += 1;
+            st.successes = 0;
+            if st.failures >= probe.failure_threshold.unwrap_or(3).max(1) {
+                st.passed = false;
+                return Some(false);
+            }
+            None
+        }
+    }
+
+    fn start_container(
+        &self,
+        p: &PodRecord,
+        template: &PodTemplateSpec,
+        k: &ContainerSpec,
+        init: bool,
+        objects: &[Stored],
+    ) -> Result<(), String> {
+        let policy = k.image_pull_policy.clone().unwrap_or_else(|| {
+            if k.image.ends_with(":latest") || !k.image.contains(':') {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let (store, image) = self.images.get(&k.image, &policy)?;
+        let cfg = self.container_config(p, template, k, init, objects)?;
+        let c = self
+            .engine
+            .create(cfg, &store, &image)
+            .map_err(|e| format!("create container {}: {e}", k.name))?;
+        let started = self
+            .engine
+            .start(&c.id, &self.launcher, None)
+            .and_then(|h| match h {
+                Some(h) => h.started().map(|_| ()),
+                None => Ok(()),
+            });
+        if let Err(e) = started {
+            // the next pass tries again from scratch
+            let _ = self.engine.remove(&c.id, true, true);
+            return Err(format!("start container {}: {e}", k.name));
+        }
+        Ok(())
+    }
+
+    fn container_config(
+        &self,
+        p: &PodRecord,
+        template: &PodTemplateSpec,
+        k: &ContainerSpec,
+        init: bool,
+        objects: &[Stored],
+    ) -> Result<CreateConfig, String> {
+        let spec = &template.spec;
+        let mut cfg = CreateConfig {
+            image: k.image.clone(),
+            name: Some(format!("k8s_{}_{}_{}", k.name, p.name, p.namespace)),
+            hostname: Some(spec.hostname.clone().unwrap_or_else(|| p.name.clone())),
+            workdir: k.working_dir.clone(),
+            tty: k.tty.unwrap_or(false),
+            interactive: k.stdin.unwrap_or(false),
+            stop_timeout: Some(spec.termination_grace_period_seconds.unwrap_or(30) as u32),
+            ..Default::default()
+        };
+        match (&k.command, &k.args) {
+            (Some(cmd), args) if !cmd.is_empty() => {
+                cfg.entrypoint = Some(cmd[0].clone());
+                cfg.cmd = cmd[1..].to_vec();
+                cfg.cmd.extend(args.clone().unwrap_or_default());
+            }
+            (_, Some(args)) => cfg.cmd = args.clone(),
+            _ => {}
+        }
+        cfg.restart = if init {
+            "no".into()
+        } else {
+            match spec.restart_policy.as_deref().unwrap_or("Always") {
+                "Never" => "no".into(),
+                "OnFailure" => "on-failure".into(),
+                _ => "always".into(),
+            }
+        };
+        cfg.labels = template.metadata.labels.clone();
+        cfg.labels.insert(POD_UID_LABEL.into(), p.uid.clone());
+        cfg.labels.insert(POD_NAME_LABEL.into(), p.name.clone());
+        cfg.labels
+            .insert(POD_NAMESPACE_LABEL.into(), p.namespace.clone());
+        cfg.labels.insert(CONTAINER_LABEL.into(), k.name.clone());
+        cfg.env = self.env(p, k, objects)?;
+        let sc = k.security_context.clone().unwrap_or_default();
+        let psc = spec.security_context.clone().unwrap_or_default();
+        let uid = sc.run_as_user.or(psc.run_as_user);
+        let gid = sc.run_as_group.or(psc.run_as_group);
+        if let Some(u) = uid {
+            cfg.user = Some(match gid {
+                Some(g) => format!("{u}:{g}"),
+                None => u.to_string(),
+            });
+        }
+        if sc.run_as_non_root.or(psc.run_as_non_root) == Some(true) && uid == Some(0) {
+            return Err(format!(
+                "container {} has runAsNonRoot and runAsUser 0",
+                k.name
+            ));
+        }
+        cfg.read_only = sc.read_only_root_filesystem.unwrap_or(false);
+        cfg.privileged = sc.privileged.unwrap_or(false);
+        if sc.allow_privilege_escalation == Some(false) {
+            cfg.security_opt.push("no-new-privileges".into());
+        }
+        if let Some(caps) = &sc.capabilities {
+            cfg.cap_add = caps.add.clone();
+            cfg.cap_drop = caps.drop.clone();
+        }
+        if let Some(r) = &k.resources {
+            if let Some(m) = r
+                .limits
+                .get("memory")
+                .and_then(|q| Quantity::parse(&q.as_text()).ok())
+            {
+                cfg.memory = Some(m.value().to_string());
+            }
+            if let Some(c) = r
+                .limits
+                .get("cpu")
+                .and_then(|q| Quantity::parse(&q.as_text()).ok())
+            {
+                cfg.cpus = Some(c.milli() as f64 / 1000.0);
+            }
+        }
+        cfg.network.exposed = k
+            .ports
+            .iter()
+            .map(|cp| {
+                format!(
+                    "{}/{}",
+                    cp.container_port,
+                    cp.protocol.as_deref().unwrap_or("TCP").to_lowercase()
+                )
+            })
+            .collect();
+        cfg.network.ports = k
+            .ports
+            .iter()
+            .filter_map(|cp| cp.host_port.map(|h| format!("{h}:{}", cp.container_port)))
+            .collect();
+        cfg.volumes = self.volumes(p, spec, k, objects)?;
+        Ok(cfg)
+    }
+
+    fn lookup(
+        &self,
+        objects: &[Stored],
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<BTreeMap<String, Vec<u8>>> {
+        objects
+            .iter()
+            .find(|o| {
+                o.object.kind() == kind
+                    && o.object.namespace() == ns
+                    && o.object.metadata.name == name
+            })
+            .and_then(|o| match &o.object.body {
+                Body::ConfigMap { data, binary } => {
+                    let mut m: BTreeMap<String, Vec<u8>> = data
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                        .collect();
+                    m.extend(binary.clone());
+                    Some(m)
+                }
+                Body::Secret { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+    }
+
+    fn env(
+        &self,
+        p: &PodRecord,
+        k: &ContainerSpec,
+        objects: &[Stored],
+    ) -> Result<Vec<String>, String> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in &k.env_from {
+            let (kind, r) = match (&e.config_map_ref, &e.secret_ref) {
+                (Some(r), _) => ("ConfigMap", r),
+                (_, Some(r)) => ("Secret", r),
+                _ => continue,
+            };
+            match self.lookup(objects, kind, &p.namespace, &r.name) {
+                Some(data) => {
+                    for (key, v) in data {
+                        let name = format!("{}{key}", e.prefix.clone().unwrap_or_default());
+                        env.push((name, String::from_utf8_lossy(&v).into_owned()));
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => return Err(format!("{kind} {:?} not found", r.name)),
+            }
+        }
+        for e in &k.env {
+            let value = if let Some(src) = &e.value_from {
+                let (kind, sel) = match (&src.config_map_key_ref, &src.secret_key_ref) {
+                    (Some(s), _) => ("ConfigMap", Some(s)),
+                    (_, Some(s)) => ("Secret", Some(s)),
+                    _ => ("", None),
+                };
+                if let Some(sel) = sel {
+                    match self
+                        .lookup(objects, kind, &p.namespace, &sel.name)
+                        .and_then(|d| d.get(&sel.key).cloned())
+                    {
+                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                        None if sel.optional == Some(true) => continue,
+                        None => {
+                            return Err(format!(
+                                "{kind} {:?} key {:?} not found",
+                                sel.name, sel.key
+                            ));
+                        }
+                    }
+                } else if let Some(f) = &src.field_ref {
+                    match f.field_path.as_str() {
+                        "metadata.name" => p.name.clone(),
+                        "metadata.namespace" => p.namespace.clone(),
+                        "metadata.uid" => p.uid.clone(),
+                        other => return Err(format!("fieldRef {other:?} is not supported")),
+                    }
+                } else {
+                    continue;
+                }
+            } else {
+                expand_refs(e.value.as_deref().unwrap_or(""), &env)
+            };
+            env.retain(|(n, _)| n != &e.name);
+            env.push((e.name.clone(), value));
+        }
+        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    }
+
+    fn volumes(
+        &self,
+        p: &PodRecord,
+        spec: &crate::manifest::types::PodSpec,
+        k: &ContainerSpec,
+        objects: &[Stored],
+    ) -> Result<Vec<String>, String> {
+        let dir = self.pod_dir(&p.uid).join("volumes");
+        let mut out = Vec::new();
+        for m in &k.volume_mounts {
+            let Some(v) = spec.volumes.iter().find(|v| v.name == m.name) else {
+                continue;
+            };
+            let ro = m.read_only.unwrap_or(false);
+            let host = if v.empty_dir.is_some() {
+                dir.join(&v.name)
+            } else if let Some(h) = &v.host_path {
+                std::path::PathBuf::from(&h.path)
+            } else if let Some(c) = &v.persistent_volume_claim {
+                self.engine
+                    .root
+                    .join("k8s")
+                    .join("pvc")
+                    .join(&p.namespace)
+                    .join(&c.claim_name)
+            } else {
+                let (kind, name, items, mode, optional) = match (&v.config_map, &v.secret) {
+                    (Some(c), _) => ("ConfigMap", &c.name, &c.items, c.default_mode, c.optional),
+                    (_, Some(s)) => (
+                        "Secret",
+                        &s.secret_name,
+                        &s.items,
+                        s.default_mode,
+                        s.optional,
+                    ),
+                    _ => continue,
+                };
+                let target = dir.join(&v.name);
+                let data = match self.lookup(objects, kind, &p.namespace, name) {
+                    Some(d) => d,
+                    None if optional == Some(true) => BTreeMap::new(),
+                    None => {
+                        return Err(format!("{kind} {name:?} for volume {:?} not found", v.name));
+                    }
+                };
+                write_files(&target, &data, items, mode.unwrap_or(0o644))
+                    .map_err(|e| format!("volume {}: {e}", v.name))?;
+                target
+            };
+            let host = match &m.sub_path {
+                Some(sp) if !sp.is_empty() => host.join(sp),
+                _ => host,
+            };
+            if v.host_path.is_none()
+                || v.host_path.as_ref().and_then(|h| h.kind.as_deref()) == Some("DirectoryOrCreate")
+            {
+                std::fs::create_dir_all(&host)
+                    .map_err(|e| format!("volume {}: create {}: {e}", v.name, host.display()))?;
+            }
+            out.push(format!(
+                "{}:{}{}",
+                host.display(),
+                m.mount_path,
+                if ro || v.config_map.is_some() || v.secret.is_some() {
+                    ":ro"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn write_files(
+    dir: &std::path::Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: &[crate::manifest::types::KeyToPath],
+    mode: u32,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    let files: Vec<(String, &Vec<u8>, u32)> = if items.is_empty() {
+        data.iter().map(|(k, v)| (k.clone(), v, mode)).collect()
+    } else {
+        items
+            .iter()
+            .filter_map(|i| {
+                data.get(&i.key)
+                    .map(|v| (i.path.clone(), v, i.mode.unwrap_or(mode)))
+            })
+            .collect()
+    };
+    for (rel, content, mode) in files {
+        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            continue; // validated keys never do this; never write outside the volume
+        }
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// `$(VAR)` references to earlier variables, as Kubernetes expands them.
+fn expand_refs(value: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find(')') {
+            Some(j) => {
+                let name = &after[..j];
+                match env.iter().rev().find(|(n, _)| n == name) {
+                    Some((_, v)) => out.push_str(v),
+                    None => out.push_str(&rest[i..i + 3 + j]),
+                }
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn http_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: berth-probe\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    if s.read_exact(&mut head).is_err() {
+        return false;
+    }
+    // "HTTP/1.x NNN"
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse::<u16>().ok())
+        .is_some_and(|c| (200..400).contains(&c))
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}
+
+fn owner_exists(objects: &[Stored], owner: &str, ns: &str) -> bool {
+    let Some((kind, name)) = owner.split_once('/') else {
+        return true;
+    };
+    objects.iter().any(|o| {
+        o.object.kind() == kind && o.object.namespace() == ns && o.object.metadata.name == name
+    })
+}
+
+fn put_replica_set(
+    conn: &rusqlite::Connection,
+    manifest: &Value,
+    owner: &str,
+) -> Result<(), Error> {
+    let parsed = crate::manifest::parse("controller", &manifest.to_string()).map_err(|e| {
+        store::Error::Stored {
+            kind: "ReplicaSet".into(),
+            namespace: String::new(),
+            name: manifest["metadata"]["name"].as_str().unwrap_or("").into(),
+            source: Box::new(e),
+        }
+    })?;
+    if let Some(o) = parsed.objects.first() {
+        store::apply(conn, o, manifest, owner)?;
+    }
+    Ok(())
+}
+
+fn new_pod(ns: &str, name: &str, owner: &str, template: Value) -> PodRecord {
+    PodRecord {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: store::new_uid(),
+        owner: owner.into(),
+        template,
+        created: crate::now(),
+        phase: "Pending".into(),
+        ready: false,
+        message: String::new(),
+    }
+}
+
+/// Ten hex digits of the template's SHA-256 (stable across runs and versions).
+fn short_hash(v: &Value) -> String {
+    let d = sha2::Sha256::digest(v.to_string().as_bytes());
+    hex::encode(&d[..5])
+}
+
+/// Five characters like the upstream generated names use.
+fn suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    berth_engine::names::new_id()
+        .as_bytes()
+        .chunks(2)
+        .take(5)
+        .map(|c| ALPHABET[(c[0] as usize * 7 + c[1] as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// maxSurge / maxUnavailable against `desired`: percentages round up for surge and
+/// down for unavailability; default 25%.
+fn resolve(v: Option<&IntOrString>, desired: i64, round_up: bool) -> i64 {
+    match v {
+        Some(IntOrString::Int(n)) => *n,
+        Some(IntOrString::String(s)) => {
+            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(25);
+            percent(pct, desired, round_up)
+        }
+        None => percent(25, desired, round_up),
+    }
+}
+
+fn percent(pct: i64, desired: i64, round_up: bool) -> i64 {
+    let x = pct * desired;
+    if round_up { (x + 99) / 100 } else { x / 100 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surge_and_unavailable_round_like_upstream() {
+        assert_eq!(resolve(None, 3, true), 1);
+        assert_eq!(resolve(None, 3, false), 0);
+        assert_eq!(
+            resolve(Some(&IntOrString::String("50%".into())), 5, true),
+            3
+        );
+        assert_eq!(resolve(Some(&IntOrString::Int(2)), 5, false), 2);
+    }
+
+    #[test]
+    fn env_references_expand() {
+        let env = vec![("A".to_string(), "x".to_string())];
+        assert_eq!(expand_refs("$(A)-$(B)-$(A", &env), "x-$(B)-$(A");
+    }
+
+    #[test]
+    fn template_hash_is_stable() {
+        let v = json!({"a": 1});
+        assert_eq!(short_hash(&v), short_hash(&json!({"a": 1})));
+        assert_eq!(short_hash(&v).len(), 10);
+        assert!(suffix().chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

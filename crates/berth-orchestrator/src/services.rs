@@ -1,0 +1,269 @@
+//! Services: a virtual IP per Service, spread over the ready pods it selects, and
+//! NodePorts on the host's addresses, as one nftables table per berth root.
+//!
+//! The whole table is rewritten in one atomic `nft -f` batch whenever the endpoints
+//! change, so a pod that stops being ready (or is about to be stopped) leaves the
+//! Service before it goes. Virtual IPs come from 198.18.0.0/15 (reserved for
+//! benchmarking, RFC 2544: never a real destination), one /24 per root; traffic to a
+//! virtual IP without endpoints is rejected on this host rather than sent anywhere.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use rusqlite::params;
+use sha2::Digest as _;
+
+use crate::manifest::types::{IntOrString, ServiceSpec};
+use crate::store;
+
+/// Tables of the service allocator.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS k8s_service_ips (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    ip TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (namespace, name)
+);
+";
+
+/// A ready pod as a Service sees it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// Named container ports.
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// The /24 of virtual IPs of a root, and the table name, both from the root's path.
+fn root_hash(root: &Path) -> [u8; 32] {
+    sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()).into()
+}
+
+/// nft table of a root's Services.
+pub fn table_name(root: &Path) -> String {
+    format!("berth_svc_{}", hex::encode(&root_hash(root)[..4]))
+}
+
+fn vip_net(root: &Path) -> (u8, u8) {
+    let h = root_hash(root);
+    (18 + (h[0] & 1), h[1])
+}
+
+/// The virtual IP of a Service, allocated on first use and kept while it exists.
+pub fn cluster_ip(
+    conn: &rusqlite::Connection,
+    root: &Path,
+    ns: &str,
+    name: &str,
+) -> Result<Ipv4Addr, store::Error> {
+    if let Some(ip) = allocated(conn, ns, name) {
+        return Ok(ip);
+    }
+    let (b, c) = vip_net(root);
+    let used: Vec<String> = conn
+        .prepare("SELECT ip FROM k8s_service_ips")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for d in 1..=254u8 {
+        let ip = Ipv4Addr::new(198, b, c, d);
+        if !used.contains(&ip.to_string()) {
+            conn.execute(
+                "INSERT INTO k8s_service_ips (namespace, name, ip) VALUES (?1, ?2, ?3)",
+                params![ns, name, ip.to_string()],
+            )?;
+            return Ok(ip);
+        }
+    }
+    Err(store::Error::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+}
+
+/// The virtual IP a Service already has.
+pub fn allocated(conn: &rusqlite::Connection, ns: &str, name: &str) -> Option<Ipv4Addr> {
+    conn.query_row(
+        "SELECT ip FROM k8s_service_ips WHERE namespace=?1 AND name=?2",
+        params![ns, name],
+        |r| r.get::<_, String>(0),
+    )
+    .ok()
+    .and_then(|s| s.parse().ok())
+}
+
+/// Forgets the virtual IPs of Services that are gone.
+pub fn release_missing(
+    conn: &rusqlite::Connection,
+    keep: &[(String, String)],
+) -> Result<(), store::Error> {
+    let all: Vec<(String, String)> = conn
+        .prepare("SELECT namespace, name FROM k8s_service_ips")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (ns, name) in all {
+        if !keep.contains(&(ns.clone(), name.clone())) {
+            conn.execute(
+                "DELETE FROM k8s_service_ips WHERE namespace=?1 AND name=?2",
+                params![ns, name],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One port of a Service: (protocol, service port, node port, endpoints as ip and port).
+pub type PortRule = (String, u16, Option<u16>, Vec<(Ipv4Addr, u16)>);
+
+/// One Service ready to be written as rules.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Its virtual IP.
+    pub ip: Ipv4Addr,
+    /// (protocol, service port, node port, endpoint ip, endpoint port) per port.
+    pub ports: Vec<PortRule>,
+}
+
+/// Endpoints of one Service: ready pods of its namespace matching its selector.
+pub fn render(spec: &ServiceSpec, ns: &str, ip: Ipv4Addr, endpoints: &[Endpoint]) -> Rendered {
+    let selected: Vec<&Endpoint> = endpoints
+        .iter()
+        .filter(|e| {
+            e.namespace == ns
+                && !spec.selector.is_empty()
+                && spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| e.labels.get(k) == Some(v))
+        })
+        .collect();
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| {
+            let targets = selected
+                .iter()
+                .filter_map(|e| {
+                    let port = match &p.target_port {
+                        None => Some(p.port as u16),
+                        Some(IntOrString::Int(n)) => Some(*n as u16),
+                        Some(IntOrString::String(name)) => e.ports.get(name).copied(),
+                    }?;
+                    Some((e.ip, port))
+                })
+                .collect();
+            (
+                p.protocol
+                    .clone()
+                    .unwrap_or_else(|| "TCP".into())
+                    .to_lowercase(),
+                p.port as u16,
+                p.node_port.map(|n| n as u16),
+                targets,
+            )
+        })
+        .collect();
+    Rendered { ip, ports }
+}
+
+fn dnat_target(targets: &[(Ipv4Addr, u16)]) -> String {
+    if targets.len() == 1 {
+        return format!("dnat ip to {}:{}", targets[0].0, targets[0].1);
+    }
+    let elems: Vec<String> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, port))| format!("{i} : {ip} . {port}"))
+        .collect();
+    format!(
+        "dnat ip to numgen random mod {} map {{ {} }}",
+        targets.len(),
+        elems.join(", ")
+    )
+}
+
+/// The nft batch for a root's Services; empty `services` removes the table.
+pub fn script(root: &Path, services: &[Rendered]) -> String {
+    let table = table_name(root);
+    let (b, c) = vip_net(root);
+    let vips = format!("198.{b}.{c}.0/24");
+    // create-then-delete makes the delete valid whether or not the table exists
+    let mut s = format!("table ip {table}\ndelete table ip {table}\n");
+    if services.is_empty() {
+        return s;
+    }
+    let mut svc = String::new();
+    for r in services {
+        for (proto, port, node_port, targets) in &r.ports {
+            if targets.is_empty() {
+                continue;
+            }
+            let to = dnat_target(targets);
+            svc.push_str(&format!(
+                "    ip daddr {} {proto} dport {port} {to}\n",
+                r.ip
+            ));
+            if let Some(np) = node_port {
+                svc.push_str(&format!(
+                    "    fib daddr type local {proto} dport {np} {to}\n"
+                ));
+            }
+        }
+    }
+    s.push_str(&format!(
+        "table ip {table} {{
+  comment \"berth services of {root}\"
+  chain svc {{
+{svc}  }}
+  chain pre {{ type nat hook prerouting priority dstnat; policy accept; jump svc; }}
+  chain out {{ type nat hook output priority -100; policy accept; jump svc; }}
+  chain post {{ type nat hook postrouting priority srcnat; policy accept; ct status dnat ct original ip daddr {vips} masquerade; }}
+  chain guard_out {{ type filter hook output priority 0; policy accept; ip daddr {vips} reject; }}
+  chain guard_fwd {{ type filter hook forward priority 0; policy accept; ip daddr {vips} reject; }}
+}}
+",
+        root = root.display()
+    ));
+    s
+}
+
+/// Applies the batch.
+pub fn apply(script: &str) -> Result<(), berth_net::Error> {
+    berth_net::nft::apply(script)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_balances_over_ready_endpoints_and_guards_the_range() {
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "selector": {"app": "web"},
+            "ports": [{"port": 80, "targetPort": "http", "nodePort": 30080}]
+        }))
+        .unwrap();
+        let ep = |ip: [u8; 4], app: &str| Endpoint {
+            namespace: "default".into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            ip: ip.into(),
+            ports: [("http".to_string(), 8080)].into(),
+        };
+        let eps = [
+            ep([10, 0, 0, 2], "web"),
+            ep([10, 0, 0, 3], "web"),
+            ep([10, 0, 0, 4], "db"),
+        ];
+        let r = render(&spec, "default", Ipv4Addr::new(198, 18, 1, 1), &eps);
+        let root = Path::new("/var/lib/berth");
+        let s = script(root, &[r]);
+        assert!(s.contains("ip daddr 198.18.1.1 tcp dport 80 dnat ip to numgen random mod 2 map { 0 : 10.0.0.2 . 8080, 1 : 10.0.0.3 . 8080 }"), "{s}");
+        assert!(s.contains("fib daddr type local tcp dport 30080"), "{s}");
+        assert!(!s.contains("10.0.0.4"), "{s}");
+        assert!(s.contains("reject"), "{s}");
+        let empty = script(root, &[]);
+        assert_eq!(empty.lines().count(), 2, "{empty}");
+    }
+}

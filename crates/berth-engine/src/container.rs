@@ -364,10 +364,13 @@ impl Engine {
     /// the config.json template. On error nothing of it remains.
     pub fn create(&self, mut cfg: CreateConfig, store: &Store, image: &Image) -> Result<Container> {
         config::validate(&cfg)?;
-        let mut exposed =
-            berth_image::spec::runtime_config(&image.config, Path::new("/nonexistent"))
-                .map(|rc| rc.exposed_ports)
-                .unwrap_or_default();
+        // the image's exposed ports (read directly: no rootfs is needed for them)
+        let mut exposed: Vec<String> = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
         for e in &cfg.network.exposed {
             if !exposed.contains(e) {
                 exposed.push(e.clone());

@@ -377,6 +377,15 @@ impl Engine {
             }
         }
         cfg.network.exposed = exposed;
+        if cfg.stop_signal.is_none() {
+            // the image's STOPSIGNAL, like docker
+            cfg.stop_signal = image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.stop_signal().clone())
+                .filter(|s| config::signal_number(s).is_ok());
+        }
         if let Some(h) = &cfg.hostname {
             cfg.network.hostname = h.clone();
         }

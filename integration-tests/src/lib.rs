@@ -236,6 +236,21 @@ impl TestRoots {
     }
 }
 
+impl Drop for TestRoots {
+    /// A root's default bridge outlives its containers (like docker0); take it down
+    /// with the root so no test leaves a bridge or its nft table behind.
+    fn drop(&mut self) {
+        if self.root().join("berth.db").exists() {
+            let _ = self
+                .berth()
+                .args(["network", "rm", "bridge"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// What the host looks like, limited to things whose description contains one of the
 /// test's markers (its temp dir, container ids, names): tests run in parallel, so a
 /// global diff would blame one test for another's work in progress.

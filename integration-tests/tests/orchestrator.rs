@@ -124,8 +124,6 @@ impl Drop for Cluster {
         for id in self.containers() {
             let _ = self.berth(&["rm", "-f", &id]);
         }
-        // the root's default bridge outlives its containers (like docker0)
-        let _ = self.berth(&["network", "rm", "bridge"]);
     }
 }
 

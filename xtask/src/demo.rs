@@ -3,9 +3,13 @@
 //! 1. the runtime: berth-oci runs the busybox bundle through create/start/state/delete;
 //! 2. images: the busybox base image made locally, pushed to a real docker-registry on
 //!    loopback, pulled into a fresh store, and read back by skopeo;
-//! 3. the builder's parser: `examples/hello-web/Dockerfile` as berth reads it.
+//! 3. containers: `berth run` in the foreground and detached;
+//! 4. the builder: `examples/hello-web` built into an image and run with a published port;
+//! 5. the orchestrator: `berth serve` + `berth apply -f examples/hello-web/deploy.yaml`,
+//!    three replicas behind a Service answering on its virtual IP, then deleted.
 //!
-//! Everything lives in a temporary directory and the registry stops when the demo ends.
+//! Everything lives in a temporary directory; the registry, the containers and
+//! `berth serve` stop when the demo ends.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,12 +32,35 @@ pub fn run() -> Result<()> {
         work.path(),
     )?;
     images(&bin.join("berth"), work.path())?;
-    build(&bin.join("berth"))?;
+    // the store pulled into root-b holds busybox from here on
+    let root = work.path().join("root-b");
+    let state = work.path().join("state");
+    let berth = |args: &[&str]| {
+        let mut cmd = Command::new(bin.join("berth"));
+        cmd.env("BERTH_ROOT", &root)
+            .env("BERTH_STATE", &state)
+            .env("BERTH_RUNTIME", bin.join("berth-oci"))
+            .args(args);
+        cmd
+    };
+    containers(&berth)?;
+    build(&berth)?;
+    let applied = apply(&berth);
+    // whatever happened, leave no container behind
+    if let Ok(out) = berth(&["ps", "-aq"]).output() {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = berth(&["rm", "-f", id]).output();
+        }
+    }
+    // the default bridge outlives its containers, like docker0; the demo's root goes
+    let _ = berth(&["network", "rm", "bridge"]).output();
+    applied?;
 
     println!(
         "\ndemo: done. Shown: a container run by berth-oci with its lifecycle; the busybox \
-         image made locally, pushed to and pulled from a loopback registry; the hello-web \
-         Dockerfile parsed. Still to come: `berth run`, `berth build`, `berth apply`."
+         image made locally, pushed to and pulled from a loopback registry; `berth run` \
+         with exit codes; hello-web built by `berth build` and served on a published port; \
+         the same image as a 3-replica Deployment behind a Service with `berth apply`."
     );
     Ok(())
 }
@@ -150,6 +177,7 @@ fn images(berth: &Path, work: &Path) -> Result<()> {
 
     let second = work.join("root-b");
     show(berth_in(&second).args(["pull", &remote]))?;
+    show(berth_in(&second).args(["tag", &remote, "busybox:latest"]))?;
     show(berth_in(&second).arg("images"))?;
     println!("-> skopeo reads what berth pushed:");
     let inspect = show(Command::new("skopeo").args([
@@ -165,40 +193,143 @@ fn images(berth: &Path, work: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build(berth: &Path) -> Result<()> {
-    util::banner("build: examples/hello-web/Dockerfile as the parser reads it");
-    let dockerfile = util::workspace_root().join("examples/hello-web/Dockerfile");
-    let out = Command::new(berth)
-        .args(["build", "--dump-ast", "-f"])
-        .arg(&dockerfile)
-        .arg(dockerfile.parent().unwrap_or(Path::new(".")))
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "berth build --dump-ast failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    println!("$ berth build --dump-ast -f examples/hello-web/Dockerfile examples/hello-web");
-    let ast: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let instructions = ast["instructions"].as_array().cloned().unwrap_or_default();
-    if instructions.is_empty() {
-        bail!(
-            "the parser found no instructions in {}",
-            dockerfile.display()
-        );
-    }
+fn containers(berth: &dyn Fn(&[&str]) -> Command) -> Result<()> {
+    util::banner("containers: berth run, foreground and detached");
+    show(&mut berth(&[
+        "run",
+        "--rm",
+        "busybox",
+        "echo",
+        "hello from berth run",
+    ]))?;
+    let status = berth(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]).status()?;
     println!(
-        "-> {} instructions (JSON, shown one per line):",
-        instructions.len()
+        "$ berth run --rm busybox sh -c 'exit 3'   -> exit status {}",
+        status.code().unwrap_or(-1)
     );
-    for ins in &instructions {
-        println!(
-            "  line {:>2}: {:<10} {}",
-            ins["start_line"],
-            ins["name"].as_str().unwrap_or("?"),
-            serde_json::to_string(&ins["command"]).unwrap_or_default()
-        );
+    if status.code() != Some(3) {
+        bail!("berth run did not return the container's exit status 3: {status}");
     }
+    show(&mut berth(&[
+        "run",
+        "-d",
+        "--name",
+        "demo-sleeper",
+        "busybox",
+        "sleep",
+        "60",
+    ]))?;
+    show(&mut berth(&["ps"]))?;
+    show(&mut berth(&["rm", "-f", "demo-sleeper"]))?;
     Ok(())
+}
+
+/// One bounded HTTP GET against a loopback or demo-made address.
+fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.")
+        .then(|| out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+fn wait_http(addr: &str) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(body) = http_get(addr) {
+            return Ok(body);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("nothing answered on {addr} within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn build(berth: &dyn Fn(&[&str]) -> Command) -> Result<()> {
+    util::banner("build: examples/hello-web into an image, run with a published port");
+    let ctx = util::workspace_root().join("examples/hello-web");
+    let ctx = ctx.to_string_lossy();
+    show(&mut berth(&["build", "-t", "hello-web:latest", &ctx]))?;
+    show(&mut berth(&["images"]))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    show(&mut berth(&[
+        "run",
+        "-d",
+        "--name",
+        "demo-web",
+        "-p",
+        &publish,
+        "hello-web",
+    ]))?;
+    let body = wait_http(&format!("127.0.0.1:{port}"))?;
+    println!("$ curl http://127.0.0.1:{port}/\n{}", body.trim_end());
+    if !body.contains("built by berth") {
+        bail!("the page served by hello-web lacks what its RUN step wrote: {body:?}");
+    }
+    show(&mut berth(&["rm", "-f", "demo-web"]))?;
+    Ok(())
+}
+
+fn apply(berth: &dyn Fn(&[&str]) -> Command) -> Result<()> {
+    util::banner("apply: examples/hello-web/deploy.yaml, 3 replicas behind a Service");
+    println!("$ berth serve &");
+    let mut serve = berth(&["serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("start berth serve")?;
+    let result = (|| -> Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let manifest = util::workspace_root().join("examples/hello-web/deploy.yaml");
+        let manifest = manifest.to_string_lossy();
+        show(&mut berth(&["apply", "-f", &manifest]))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = berth(&["get", "deployment", "hello-web"]).output()?;
+            if String::from_utf8_lossy(&out.stdout).contains(" 3/3 ") {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("hello-web did not become 3/3 ready within 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        show(&mut berth(&["get", "deployments"]))?;
+        show(&mut berth(&["get", "pods", "-o", "wide"]))?;
+        show(&mut berth(&["get", "services"]))?;
+        let svc = berth(&["get", "service", "hello-web", "-o", "json"]).output()?;
+        let svc: serde_json::Value = serde_json::from_slice(&svc.stdout)?;
+        let ip = svc["status"]["clusterIP"]
+            .as_str()
+            .context("the Service has no virtual IP")?;
+        let body = wait_http(&format!("{ip}:80"))?;
+        println!(
+            "$ curl http://{ip}/   (the Service's virtual IP)\n{}",
+            body.trim_end()
+        );
+        show(&mut berth(&["delete", "-f", &manifest]))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !berth(&["ps", "-q"]).output()?.stdout.is_empty() {
+            if std::time::Instant::now() > deadline {
+                bail!("containers still running 60 s after delete");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        println!("-> deleted: no container left");
+        Ok(())
+    })();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let _ = serve.wait();
+    result
 }

@@ -8,7 +8,8 @@
 //! - `ctr run --rm` with `--runc-binary` berth-oci vs runc on a private containerd.
 //!
 //! podman and containerd get private roots, run roots and sockets under
-//! `target/bench/engines-work`, removed at the end.
+//! `/tmp/berth-bench-engines-PID` (podman wants a runroot under 50 characters), removed
+//! at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,6 +44,11 @@ impl Drop for Work {
         for name in &self.cgroups {
             remove_cgroup_tree(name);
         }
+        // containers/storage may leave its overlay home bind-mounted after an error
+        let _ = Command::new("umount")
+            .arg(self.dir.join("podman-root/overlay"))
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -97,7 +103,8 @@ pub fn run(r: &mut Report) -> Result<()> {
     let containerd = integration_tests::require_cmd("containerd");
     let ctr = integration_tests::require_cmd("ctr");
 
-    let dir = Report::dir().join("engines-work");
+    // podman refuses a runroot longer than 50 characters: a short path under /tmp
+    let dir = PathBuf::from(format!("/tmp/berth-bench-engines-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let cg_podman = format!("berth-bench-podman-{}", std::process::id());

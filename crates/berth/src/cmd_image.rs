@@ -114,6 +114,16 @@ pub enum ImageSub {
 /// `berth system ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum SystemSub {
+    /// Remove stopped containers, unused networks, unreferenced image content, and
+    /// with --volumes unused anonymous volumes.
+    Prune {
+        /// Also remove unused anonymous volumes.
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask (berth never asks; accepted for docker's habit).
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Verify every blob and snapshot and report what is broken.
     Check {
         /// Remove what is broken (corrupt blobs, incomplete snapshots, leftovers).
@@ -284,6 +294,37 @@ pub fn run(global: &Global, cmd: ImageCommand) -> anyhow::Result<u8> {
                     println!("Loaded image: {n}");
                 }
             }
+            Ok(0)
+        }
+        ImageCommand::System(SystemSub::Prune { volumes, force: _ }) => {
+            let eng = berth_engine::Engine::open(&global.root, &global.state)?;
+            let mut removed = Vec::new();
+            for c in eng.list()? {
+                if !c.is_active() {
+                    eng.remove(&c.id, false, false)?;
+                    removed.push(c.id);
+                }
+            }
+            if !removed.is_empty() {
+                println!("Deleted Containers:\n{}\n", removed.join("\n"));
+            }
+            let nets = berth_engine::network::prune(&eng.conn)?;
+            if !nets.is_empty() {
+                println!("Deleted Networks:\n{}\n", nets.join("\n"));
+            }
+            if volumes {
+                let vols = berth_engine::volume::prune(&eng.conn, &global.root, false)?;
+                if !vols.is_empty() {
+                    println!("Deleted Volumes:\n{}\n", vols.join("\n"));
+                }
+            }
+            let r = gc::prune(&store)?;
+            println!(
+                "Total reclaimed space: {} ({} blobs, {} snapshots)",
+                human(r.bytes),
+                r.blobs.len(),
+                r.snapshots.len()
+            );
             Ok(0)
         }
         ImageCommand::System(SystemSub::Check { repair }) => {

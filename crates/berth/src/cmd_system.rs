@@ -9,6 +9,8 @@ use clap::CommandFactory as _;
 /// Verbs about berth itself.
 #[derive(Debug, clap::Subcommand)]
 pub enum SystemCommand {
+    /// Show the roots, the runtime, what is stored and the defaults in force.
+    Info,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.
@@ -21,9 +23,10 @@ pub enum SystemCommand {
     },
 }
 
-pub fn run(cmd: SystemCommand) -> anyhow::Result<u8> {
+pub fn run(g: &crate::Global, cmd: SystemCommand) -> anyhow::Result<u8> {
     let mut cli = crate::Cli::command();
     match cmd {
+        SystemCommand::Info => info(g)?,
         SystemCommand::Completion { shell } => {
             clap_complete::generate(shell, &mut cli, "berth", &mut std::io::stdout());
         }
@@ -53,4 +56,48 @@ fn write_pages(cmd: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<us
         n += write_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
     }
     Ok(n)
+}
+
+fn info(g: &crate::Global) -> anyhow::Result<()> {
+    let eng = berth_engine::Engine::open(&g.root, &g.state)?;
+    let containers = eng.list()?;
+    let count = |state: &str| containers.iter().filter(|c| c.state == state).count();
+    let images = crate::cmd_image::store(g)?
+        .list()
+        .map(|l| l.len())
+        .unwrap_or(0);
+    let networks = berth_engine::network::list_networks(&eng.conn, &g.root)
+        .map(|n| n.len())
+        .unwrap_or(0);
+    let volumes = berth_engine::volume::list(&eng.conn, &g.root)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let runtime = berth_engine::runtime::find(None)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("not found ({e})"));
+    let caps = berth_engine::config::capabilities(&[], &[], false)?;
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!("berth version: {}", env!("CARGO_PKG_VERSION"));
+    println!("kernel: {kernel}");
+    println!("root: {}", g.root.display());
+    println!("state: {}", g.state.display());
+    println!("runtime: {runtime}");
+    println!(
+        "containers: {} (running {}, paused {}, stopped {})",
+        containers.len(),
+        count("running"),
+        count("paused"),
+        count("exited") + count("created")
+    );
+    println!("images: {images}");
+    println!("networks: {networks}");
+    println!("volumes: {volumes}");
+    println!("defaults for `berth run` and `berth apply`:");
+    println!("  capabilities: {}", caps.join(" "));
+    println!("  seccomp: berth's default profile (--security-opt seccomp=FILE|unconfined)");
+    println!("  masked and read-only /proc and /sys paths: yes");
+    println!("  no-new-privileges: off (--security-opt no-new-privileges)");
+    Ok(())
 }

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         Command::Network(cmd) => cmd_network::run(&cli.global, cmd),
         Command::Container(cmd) => cmd_container::run(&cli.global, cmd),
         Command::Volume(cmd) => cmd_volume::run(&cli.global, cmd),
-        Command::System(cmd) => cmd_system::run(cmd),
+        Command::System(cmd) => cmd_system::run(&cli.global, cmd),
         Command::Kube(cmd) => cmd_kube::run(&cli.global, cmd),
     };
     match result {

@@ -490,7 +490,7 @@ impl<'a> Controller<'a> {
                     }
                 }
             }
-            store::set_pod_status(&self.engine.conn, &p.uid, "Pending", false, &message)?;
+            set_status(&self.engine.conn, p, "Pending", false, &message)?;
             return Ok(());
         }
         let mut running = 0;
@@ -526,13 +526,7 @@ impl<'a> Controller<'a> {
         } else {
             "Pending"
         };
-        store::set_pod_status(
-            &self.engine.conn,
-            &p.uid,
-            phase,
-            ready == n && n > 0,
-            &message,
-        )?;
+        set_status(&self.engine.conn, p, phase, ready == n && n > 0, &message)?;
         Ok(())
     }
 
@@ -1029,6 +1023,21 @@ fn http_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
         .ok()
         .and_then(|c| c.parse::<u16>().ok())
         .is_some_and(|c| (200..400).contains(&c))
+}
+
+/// Writes a pod's status only when it changed: serve passes often, and every write
+/// takes the database's write lock that CLI calls also need.
+fn set_status(
+    conn: &rusqlite::Connection,
+    p: &PodRecord,
+    phase: &str,
+    ready: bool,
+    message: &str,
+) -> Result<(), store::Error> {
+    if p.phase == phase && p.ready == ready && p.message == message {
+        return Ok(());
+    }
+    store::set_pod_status(conn, &p.uid, phase, ready, message)
 }
 
 fn libc_sigkill() -> i32 {

@@ -90,7 +90,7 @@ pub fn run(r: &mut Report) -> Result<()> {
     let manifest = work.join("deploy.yaml");
     std::fs::write(&manifest, MANIFEST)?;
     let b = format!(
-        "BERTH_RUNTIME={} {} --root {} --state {}",
+        "env BERTH_RUNTIME={} {} --root {} --state {}",
         oci.display(),
         berth.display(),
         root.display(),

@@ -216,8 +216,10 @@ fn deployment_scales_heals_rolls_out_survives_serve_kill_and_deletes_cleanly() {
     c.wait_pods("3 ready pods", all_ready(3));
     let victim = c.containers()[0].clone();
     c.ok(&["rm", "-f", &victim]);
+    // pod status lags a pass behind: wait for a replacement container to exist
     c.wait_pods("the killed container replaced", |p| {
-        all_ready(3)(p) && !c.containers().contains(&victim)
+        let ids = c.containers();
+        all_ready(3)(p) && ids.len() == 3 && !ids.contains(&victim)
     });
     assert_eq!(c.containers().len(), 3);
 

@@ -97,7 +97,7 @@ fn dump_ast_reads_file_flag_and_stdin() {
 }
 
 #[test]
-fn parse_errors_and_unimplemented_build_fail_clearly() {
+fn parse_errors_and_unpullable_bases_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Dockerfile"), "FROM a\nRUN x\nFOOBAR y\n").unwrap();
     let out = berth(&["build", "--dump-ast", dir.path().to_str().unwrap()], None);
@@ -109,14 +109,28 @@ fn parse_errors_and_unimplemented_build_fail_clearly() {
     );
     assert!(out.stdout.is_empty());
 
-    std::fs::write(dir.path().join("Dockerfile"), "FROM a\nRUN x\n").unwrap();
-    let out = berth(&["build", dir.path().to_str().unwrap()], None);
+    // a base that is neither in the store nor pullable (a closed loopback port, never
+    // the internet): the build fails and names the image
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM 127.0.0.1:9/nothing:1\nRUN x\n",
+    )
+    .unwrap();
+    let out = berth(
+        &[
+            "--root",
+            root.path().to_str().unwrap(),
+            "--state",
+            root.path().join("state").to_str().unwrap(),
+            "build",
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(!out.status.success(), "a build must not pretend to succeed");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("building images is not implemented yet"),
-        "{err}"
-    );
+    assert!(err.contains("127.0.0.1:9/nothing:1"), "{err}");
 
     let out = berth(&["build", "--dump-ast", "/nonexistent-context-dir"], None);
     assert!(!out.status.success());

@@ -20,7 +20,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("podman", "engine peer"),
     ("buildah", "oracle for the Dockerfile parser"),
     ("containerd", "engine peer"),
-    ("docker.io", "dockerd, an engine that runs containers on berth-oci in tests"),
+    (
+        "docker.io",
+        "dockerd, an engine that runs containers on berth-oci in tests",
+    ),
     ("conmon", "podman's container monitor (engine tests)"),
     ("libseccomp-dev", "libseccomp for berth-seccomp"),
     ("pkg-config", "finding libseccomp at build time"),

@@ -8,58 +8,21 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::Report;
-use crate::util;
 
 pub fn run(r: &mut Report) -> Result<()> {
-    let release = util::target_dir().join("release");
-    let berth = release.join("berth");
-    let oci = release.join("berth-oci");
-    if !berth.is_file() || !oci.is_file() {
-        bail!("bench engine needs release builds of berth and berth-oci");
-    }
-    let work = Report::dir().join("engine");
-    let root = work.join("berth-root");
-    let state = work.join("berth-state");
-    let proot = work.join("podman-root");
-    let prun = work.join("podman-run");
-    let conf = work.join("containers.conf");
-    let _ = Command::new(&berth)
-        .args([
-            "--root",
-            &root.to_string_lossy(),
-            "--state",
-            &state.to_string_lossy(),
-            "rm",
-            "-f",
-            "bench-httpd",
-        ])
+    let pair = super::PodmanPair::paths("engine")?;
+    let _ = Command::new(&pair.berth)
+        .arg("--root")
+        .arg(&pair.root)
+        .arg("--state")
+        .arg(&pair.state)
+        .args(["rm", "-f", "bench-httpd"])
         .output();
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    // podman fails here with the default nofile ulimit (ENVIRONMENT.md)
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-    )?;
-    let store = berth_image::Store::open(&root.join("images"))?;
-    berth_image::fixtures::busybox_image(&store, "localhost/busybox:latest")?;
-    util::run(
-        Command::new("skopeo")
-            .arg("copy")
-            .arg(format!(
-                "oci:{}:localhost/busybox:latest",
-                root.join("images").display()
-            ))
-            .arg(format!(
-                "containers-storage:[overlay@{}+{}]localhost/busybox:latest",
-                proot.display(),
-                prun.display()
-            )),
-    )
-    .context("importing busybox into podman's storage")?;
+    let pair = pair.prepare()?;
+    let (berth, oci, root, state) = (&pair.berth, &pair.oci, &pair.root, &pair.state);
     let ours = |net: &str| {
         format!(
             "BERTH_RUNTIME={} {} --root {} --state {} run --rm {net} localhost/busybox true",
@@ -71,10 +34,8 @@ pub fn run(r: &mut Report) -> Result<()> {
     };
     let podman = |net: &str| {
         format!(
-            "CONTAINERS_CONF={} podman --root {} --runroot {} --storage-driver overlay run --rm {net} localhost/busybox:latest true",
-            conf.display(),
-            proot.display(),
-            prun.display()
+            "{} run --rm {net} localhost/busybox:latest true",
+            pair.podman_shell()
         )
     };
     r.hyperfine(
@@ -92,7 +53,7 @@ pub fn run(r: &mut Report) -> Result<()> {
     ) {
         r.note(format!("engine: bridge case failed: {e:#}"));
     }
-    match httpd_ready(&berth, &oci, &root, &state) {
+    match httpd_ready(berth, oci, root, state) {
         Ok(ms) => r.metric(
             "engine: run -d httpd to published port answering",
             "ms",

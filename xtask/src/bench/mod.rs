@@ -272,3 +272,88 @@ pub fn run(only: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// For suites comparing berth with podman: release binaries, a fresh work directory,
+/// a berth root and a private podman storage both holding `localhost/busybox:latest`,
+/// and a containers.conf podman can run with here.
+pub struct PodmanPair {
+    pub work: PathBuf,
+    pub berth: PathBuf,
+    pub oci: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub proot: PathBuf,
+    pub prun: PathBuf,
+    pub conf: PathBuf,
+}
+
+impl PodmanPair {
+    /// The paths of suite `name` (nothing made yet), so a suite can clean up first.
+    pub fn paths(name: &str) -> Result<Self> {
+        let release = util::target_dir().join("release");
+        let (berth, oci) = (release.join("berth"), release.join("berth-oci"));
+        if !berth.is_file() || !oci.is_file() {
+            bail!("bench {name} needs release builds of berth and berth-oci");
+        }
+        let work = Report::dir().join(name);
+        Ok(PodmanPair {
+            root: work.join("berth-root"),
+            state: work.join("berth-state"),
+            proot: work.join("podman-root"),
+            prun: work.join("podman-run"),
+            conf: work.join("containers.conf"),
+            work,
+            berth,
+            oci,
+        })
+    }
+
+    /// A fresh work directory with busybox in both stores.
+    pub fn prepare(self) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(&self.work);
+        std::fs::create_dir_all(&self.work)?;
+        // podman fails here with the default nofile ulimit (ENVIRONMENT.md)
+        std::fs::write(
+            &self.conf,
+            "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+        )?;
+        let store = berth_image::Store::open(&self.root.join("images"))?;
+        berth_image::fixtures::busybox_image(&store, "localhost/busybox:latest")?;
+        util::run(
+            Command::new("skopeo")
+                .arg("copy")
+                .arg(format!(
+                    "oci:{}:localhost/busybox:latest",
+                    self.root.join("images").display()
+                ))
+                .arg(format!(
+                    "containers-storage:[overlay@{}+{}]localhost/busybox:latest",
+                    self.proot.display(),
+                    self.prun.display()
+                )),
+        )
+        .context("importing busybox into podman's storage")?;
+        Ok(self)
+    }
+
+    /// `berth` with this root, state and runtime, as a shell command prefix.
+    pub fn berth_shell(&self) -> String {
+        format!(
+            "env BERTH_RUNTIME={} {} --root {} --state {}",
+            self.oci.display(),
+            self.berth.display(),
+            self.root.display(),
+            self.state.display()
+        )
+    }
+
+    /// `podman` with this storage and config, as a shell command prefix.
+    pub fn podman_shell(&self) -> String {
+        format!(
+            "env CONTAINERS_CONF={} podman --root {} --runroot {} --storage-driver overlay",
+            self.conf.display(),
+            self.proot.display(),
+            self.prun.display()
+        )
+    }
+}

@@ -134,41 +134,17 @@ fn median_of(
 }
 
 fn run_to_answer(r: &mut Report) -> Result<()> {
-    let release = util::target_dir().join("release");
-    let berth = release.join("berth");
-    let oci = release.join("berth-oci");
-    if !berth.is_file() || !oci.is_file() {
-        bail!("needs release builds of berth and berth-oci");
-    }
-    let work = Report::dir().join("network");
-    let root = work.join("berth-root");
-    let state = work.join("berth-state");
-    let proot = work.join("podman-root");
-    let prun = work.join("podman-run");
-    let conf = work.join("containers.conf");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    // podman fails here with the default nofile ulimit (ENVIRONMENT.md)
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-    )?;
-    let store = berth_image::Store::open(&root.join("images"))?;
-    berth_image::fixtures::busybox_image(&store, "localhost/busybox:latest")?;
-    util::run(
-        Command::new("skopeo")
-            .arg("copy")
-            .arg(format!(
-                "oci:{}:localhost/busybox:latest",
-                root.join("images").display()
-            ))
-            .arg(format!(
-                "containers-storage:[overlay@{}+{}]localhost/busybox:latest",
-                proot.display(),
-                prun.display()
-            )),
-    )
-    .context("importing busybox into podman's storage")?;
+    let pair = super::PodmanPair::paths("network")?.prepare()?;
+    let super::PodmanPair {
+        berth,
+        oci,
+        root,
+        state,
+        proot,
+        prun,
+        conf,
+        ..
+    } = pair;
 
     let berth_cmd = |root: &Path, state: &Path| {
         let mut c = Command::new(&berth);

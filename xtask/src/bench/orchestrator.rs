@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::Report;
-use crate::util;
 
 const MANIFEST: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -53,49 +52,11 @@ impl Drop for Serve {
 }
 
 pub fn run(r: &mut Report) -> Result<()> {
-    let release = util::target_dir().join("release");
-    let berth = release.join("berth");
-    let oci = release.join("berth-oci");
-    if !berth.is_file() || !oci.is_file() {
-        bail!("bench orchestrator needs release builds of berth and berth-oci");
-    }
-    let work = Report::dir().join("orchestrator");
-    let root = work.join("berth-root");
-    let state = work.join("berth-state");
-    let proot = work.join("podman-root");
-    let prun = work.join("podman-run");
-    let conf = work.join("containers.conf");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-    )?;
-    let store = berth_image::Store::open(&root.join("images"))?;
-    berth_image::fixtures::busybox_image(&store, "localhost/busybox:latest")?;
-    util::run(
-        Command::new("skopeo")
-            .arg("copy")
-            .arg(format!(
-                "oci:{}:localhost/busybox:latest",
-                root.join("images").display()
-            ))
-            .arg(format!(
-                "containers-storage:[overlay@{}+{}]localhost/busybox:latest",
-                proot.display(),
-                prun.display()
-            )),
-    )
-    .context("importing busybox into podman's storage")?;
+    let pair = super::PodmanPair::paths("orchestrator")?.prepare()?;
+    let work = &pair.work;
     let manifest = work.join("deploy.yaml");
     std::fs::write(&manifest, MANIFEST)?;
-    let b = format!(
-        "env BERTH_RUNTIME={} {} --root {} --state {}",
-        oci.display(),
-        berth.display(),
-        root.display(),
-        state.display()
-    );
+    let b = pair.berth_shell();
     let serve = Serve(
         Command::new("sh")
             .args(["-c", &format!("exec {b} serve --interval 0.05")])
@@ -117,12 +78,7 @@ pub fn run(r: &mut Report) -> Result<()> {
         "{b} delete deployment bench >/dev/null 2>&1; {w}",
         w = wait_for(0)
     );
-    let p = format!(
-        "CONTAINERS_CONF={} podman --root {} --runroot {} --storage-driver overlay",
-        conf.display(),
-        proot.display(),
-        prun.display()
-    );
+    let p = pair.podman_shell();
     let theirs = format!("{p} kube play {} >/dev/null", manifest.display());
     let theirs_prepare = format!("{p} kube down {} >/dev/null 2>&1; true", manifest.display());
     // hyperfine's --prepare is per command: berth's and podman's are run one after the
@@ -143,7 +99,7 @@ pub fn run(r: &mut Report) -> Result<()> {
     )?;
     let _ = sh(&format!("{b} delete deployment bench; {}", wait_for(0)));
     let _ = sh(&theirs_prepare);
-    match scale_figures(&b, &work) {
+    match scale_figures(&b, work) {
         Ok((up, heal)) => {
             r.metric("orchestrator: scale 0 -> 50 ready replicas", "s", up, &[]);
             r.metric(

@@ -231,18 +231,11 @@ pub fn check(path: &Path, spec: &Spec) -> Result<()> {
             "a new mount namespace is required",
         ));
     }
-    let user_joined = nss
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_some());
+    // A user namespace joined by path keeps its own mappings (any in the config are
+    // not written again, as with runc).
     let user_new = nss
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
-    if user_joined {
-        return Err(unsupported(
-            "linux.namespaces",
-            "joining an existing user namespace by path is not implemented",
-        ));
-    }
     if user_new {
         if nss.iter().any(|n| n.path().is_some()) {
             return Err(unsupported(

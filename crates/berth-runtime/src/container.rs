@@ -78,9 +78,11 @@ struct CloneArgs {
 
 /// fork-like clone with namespace flags: clone3, falling back to clone.
 fn clone_child(flags: u64) -> Result<i32> {
+    // With CLONE_PARENT the child inherits our exit signal; clone3 wants 0 here.
+    let parent = flags & libc::CLONE_PARENT as u64 != 0;
     let args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal: if parent { 0 } else { libc::SIGCHLD as u64 },
         ..Default::default()
     };
     // SAFETY: no stack is given, so the child continues on a copy of ours like fork; the
@@ -98,6 +100,71 @@ fn clone_child(flags: u64) -> Result<i32> {
         return Err(sys(format!("clone with flags {flags:#x}")));
     }
     Ok(r as i32)
+}
+
+/// The pids of our own children (one thread: the process is single-threaded here).
+fn own_children() -> Vec<i32> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Clone the init inside the user namespace `userns` (a path given in config.json):
+/// a first child joins it and clones the init with `flags` as our sibling
+/// (CLONE_PARENT), so the init is our child and its new namespaces belong to the
+/// joined user namespace. Returns 0 in the init and the init's pid in the caller.
+fn clone_in_userns(userns: RawFd, path: &str, flags: u64) -> Result<i32> {
+    let before = own_children();
+    let (ours, theirs) = crate::sys::seqpacket_pair()?;
+    let mid = clone_child(0)?;
+    if mid == 0 {
+        drop(ours);
+        let r = setns(userns, libc::CLONE_NEWUSER, path)
+            .and_then(|()| clone_child(flags | libc::CLONE_PARENT as u64));
+        match r {
+            Ok(0) => {
+                drop(theirs);
+                return Ok(0);
+            }
+            Ok(_) => {
+                let _ = send(theirs.as_raw_fd(), b"P");
+                // SAFETY: leaving the intermediate child.
+                unsafe { libc::_exit(0) }
+            }
+            Err(e) => {
+                let mut m = vec![b'E'];
+                m.extend(e.to_string().as_bytes());
+                let _ = send(theirs.as_raw_fd(), &m);
+                // SAFETY: leaving the intermediate child.
+                unsafe { libc::_exit(1) }
+            }
+        }
+    }
+    drop(theirs);
+    let reply = recv(ours.as_raw_fd());
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(mid, std::ptr::null_mut(), 0) };
+    let reply = reply?;
+    if reply.first() == Some(&b'E') {
+        return Err(Error::Init(
+            String::from_utf8_lossy(&reply[1..]).into_owned(),
+        ));
+    }
+    // The pid the intermediate child saw is in its own pid namespace view (a pid
+    // namespace joined by path differs from ours): find the new child in ours.
+    match own_children()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect::<Vec<_>>()[..]
+    {
+        [pid] => Ok(pid),
+        _ => Err(Error::Init(format!(
+            "cannot find the container init cloned in user namespace {path}"
+        ))),
+    }
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> i32 {
@@ -229,6 +296,13 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
             }
         }
     }
+    // A user namespace given by path is entered first (as runc orders it), by an
+    // intermediate child that then clones the init: the init's new namespaces are
+    // then owned by the joined user namespace, and its mappings are left as they are.
+    let user_join = join
+        .iter()
+        .position(|(_, f, _)| *f == libc::CLONE_NEWUSER)
+        .map(|i| join.remove(i));
     let has = |t: LinuxNamespaceType| nss.iter().any(|n| n.typ() == t && n.path().is_none());
     let uts = nss.iter().any(|n| n.typ() == LinuxNamespaceType::Uts);
     if (spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
@@ -278,6 +352,7 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         console: console.as_ref().map(|c| c.as_raw_fd()),
         join: &join,
         userns: has(LinuxNamespaceType::User),
+        in_userns: has(LinuxNamespaceType::User) || user_join.is_some(),
         cgroupns: has(LinuxNamespaceType::Cgroup),
         netns: has(LinuxNamespaceType::Network),
         uts: has(LinuxNamespaceType::Uts) || uts,
@@ -322,7 +397,10 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         }
         _ => None,
     };
-    let pid = clone_child(flags as u64);
+    let pid = match &user_join {
+        Some((fd, _, path)) => clone_in_userns(fd.as_raw_fd(), path, flags as u64),
+        None => clone_child(flags as u64),
+    };
     if matches!(pid, Ok(0)) {
         init_main(&ctx);
     }
@@ -533,7 +611,10 @@ struct InitCtx<'a> {
     listener: Option<RawFd>,
     console: Option<RawFd>,
     join: &'a [(OwnedFd, i32, String)],
+    /// A new user namespace (its mappings are written by the runtime).
     userns: bool,
+    /// A new or joined user namespace.
+    in_userns: bool,
     cgroupns: bool,
     netns: bool,
     uts: bool,
@@ -578,7 +659,7 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
         // SAFETY: the runtime went away.
         unsafe { libc::_exit(1) };
     }
-    if ctx.userns {
+    if ctx.in_userns {
         // SAFETY: plain id arguments.
         unsafe {
             libc::setresgid(0, 0, 0);
@@ -601,7 +682,7 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
         spec: ctx.spec,
         rootfs: ctx.rootfs,
         bundle: ctx.bundle,
-        userns: ctx.userns,
+        userns: ctx.in_userns,
         cgroupns: ctx.cgroupns,
         netns: ctx.netns,
         no_pivot: ctx.no_pivot,

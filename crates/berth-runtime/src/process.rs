@@ -235,8 +235,17 @@ pub fn set_user_and_caps(p: &Process) -> Result<()> {
     }
     let mut groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
     groups.dedup();
+    // In a user namespace whose setgroups is denied (a rootless single mapping, or
+    // `unshare --map-root-user`), setgroups always fails: like runc, skip it when no
+    // additional gids are asked for.
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if denied && !groups.is_empty() {
+        return Err(Error::Init(format!(
+            "process.user.additionalGids: cannot set {groups:?}: setgroups is denied in this user namespace"
+        )));
+    }
     // SAFETY: groups is a valid array of its length.
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+    if !denied && unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
         return Err(sys(format!(
             "process.user.additionalGids: setgroups {groups:?}"
         )));

@@ -106,6 +106,61 @@ fn layer_entries(store: &Store, tag: &str) -> Vec<Vec<(String, Vec<u8>)>> {
     out
 }
 
+/// Every file of every layer of `tag` as (path, mode, content), bottom layer first.
+fn layer_files(store: &Store, tag: &str) -> Vec<(String, u32, Vec<u8>)> {
+    let img = store.image(tag, &Platform::default()).unwrap();
+    let mut out = Vec::new();
+    for l in img.manifest.layers() {
+        let d = berth_image::desc_digest(l).unwrap();
+        let r = berth_image::unpack::decompress(store.open_blob(&d).unwrap(), None).unwrap();
+        let mut ar = tar::Archive::new(r);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mode = e.header().mode().unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.push((p, mode, data));
+        }
+    }
+    out
+}
+
+/// The newest (mode, text) of `name` among `files`.
+fn file_in(files: &[(String, u32, Vec<u8>)], name: &str) -> Option<(u32, String)> {
+    files
+        .iter()
+        .rev()
+        .find(|(p, _, _)| p.trim_end_matches('/') == name)
+        .map(|(_, m, d)| (*m, String::from_utf8_lossy(d).into_owned()))
+}
+
+/// The layer digests of `tag`, bottom first.
+fn layer_digests(store: &Store, tag: &str) -> Vec<String> {
+    let img = store.image(tag, &Platform::default()).unwrap();
+    img.manifest
+        .layers()
+        .iter()
+        .map(|l| berth_image::desc_digest(l).unwrap().to_string())
+        .collect()
+}
+
+/// The line reporting the outcome (CACHED or DONE) of the step whose title holds
+/// `needle`.
+fn step_status(log: &str, needle: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no step {needle:?} in:\n{log}"));
+    let n = lines[i].split_whitespace().next().unwrap();
+    lines[i + 1..]
+        .iter()
+        .find(|l| l.starts_with(&format!("{n} ")) && (l.contains("CACHED") || l.contains("DONE")))
+        .unwrap_or_else(|| panic!("step {needle:?} has no outcome in:\n{log}"))
+        .to_string()
+}
+
 fn config_of(store: &Store, tag: &str) -> serde_json::Value {
     let img = store.image(tag, &Platform::default()).unwrap();
     serde_json::from_slice(&store.read_blob(&img.config_digest).unwrap()).unwrap()
@@ -149,7 +204,7 @@ ARG GREETING=hello
 ENV APP_HOME=/app
 WORKDIR $APP_HOME
 COPY src/ ./src/
-COPY --chmod=0755 <<EOF /usr/local/bin/gen.sh
+COPY --chmod=0755 <<"EOF" /usr/local/bin/gen.sh
 #!/bin/sh
 echo "$1" > /app/out.txt
 EOF
@@ -902,6 +957,149 @@ fn run_bind_mount_from_another_stage() {
     let got = files.iter().find(|(p, _)| p == "got").unwrap();
     assert_eq!(got.1, b"from-stage\n");
     assert!(!files.iter().any(|(p, _)| p.starts_with("mnt/src")));
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn copy_parents_exclude_and_heredoc_expansion() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    env.write(
+        "Dockerfile",
+        r#"FROM busybox
+ARG WHO=world
+ENV GREETING=hello
+COPY --exclude=**/*.md x/sub /excl/
+COPY --parents x/a.txt y/a.txt /parents/
+COPY --parents x/./sub/ /pivot/
+COPY --parents */a.txt /glob/
+COPY --exclude=*.md hom* /hom/
+COPY <<EOF /expanded.txt
+$GREETING ${WHO} 'single $WHO' "double"
+EOF
+COPY <<'EOF' /literal.txt
+$GREETING ${WHO}
+EOF
+COPY --chmod=0700 <<EOF /script.sh
+#!/bin/sh
+echo \$HOME
+EOF
+"#,
+    );
+    env.write("x/a.txt", "xa\n");
+    env.write("y/a.txt", "ya\n");
+    env.write("x/sub/deep/b.txt", "b\n");
+    env.write("x/sub/skip.md", "md\n");
+    env.write("home.txt", "home\n");
+    env.write("home.md", "not copied\n");
+    ok(env.build(&["-t", "par:1", "--build-arg", "WHO=berth"]));
+    let files = layer_files(&env.store(), "par:1");
+    let text = |n: &str| file_in(&files, n).map(|(_, t)| t);
+    // --parents keeps the whole source path, or what follows a /./ pivot
+    assert_eq!(text("parents/x/a.txt").unwrap(), "xa\n");
+    assert_eq!(text("parents/y/a.txt").unwrap(), "ya\n");
+    assert_eq!(text("pivot/sub/deep/b.txt").unwrap(), "b\n");
+    assert_eq!(text("pivot/sub/skip.md").unwrap(), "md\n");
+    assert!(text("pivot/x/sub/skip.md").is_none());
+    assert_eq!(text("glob/x/a.txt").unwrap(), "xa\n");
+    assert_eq!(text("glob/y/a.txt").unwrap(), "ya\n");
+    // --exclude, below a directory source and on what a wildcard found
+    assert_eq!(text("excl/deep/b.txt").unwrap(), "b\n");
+    assert!(text("excl/skip.md").is_none());
+    assert_eq!(text("hom/home.txt").unwrap(), "home\n");
+    assert!(text("hom/home.md").is_none());
+    // an unquoted heredoc delimiter expands variables and keeps quotes; a quoted one
+    // is taken literally
+    assert_eq!(
+        text("expanded.txt").unwrap(),
+        "hello berth 'single berth' \"double\"\n"
+    );
+    assert_eq!(text("literal.txt").unwrap(), "$GREETING ${WHO}\n");
+    let (mode, script) = file_in(&files, "script.sh").unwrap();
+    assert_eq!(mode & 0o7777, 0o700);
+    assert_eq!(script, "#!/bin/sh\necho $HOME\n");
+    // an excluded file changing leaves its step cached; the step copying it reruns
+    env.write("x/sub/skip.md", "changed\n");
+    let log = ok(env.build(&["-t", "par:2", "--build-arg", "WHO=berth"]));
+    assert!(
+        step_status(&log, "COPY --exclude=**/*.md").contains("CACHED"),
+        "{log}"
+    );
+    assert!(
+        step_status(&log, "COPY --parents x/./sub/").contains("DONE"),
+        "{log}"
+    );
+    // the variable's value is part of the heredoc step's cache key
+    let log = ok(env.build(&["-t", "par:3", "--build-arg", "WHO=other"]));
+    assert!(
+        step_status(&log, "COPY <<EOF /expanded.txt").contains("DONE"),
+        "{log}"
+    );
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn copy_link_layers_survive_a_base_change() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    // a second base: busybox plus one layer
+    let base2 = env.roots.path().join("Dockerfile.base2");
+    fs::write(&base2, "FROM busybox\nRUN echo two > /base2\n").unwrap();
+    ok(env.build(&["-t", "base2:1", "-f", base2.to_str().unwrap()]));
+    env.write(
+        "Dockerfile",
+        "ARG BASE=busybox\nFROM ${BASE}\n\
+         COPY --link app.txt /app/app.txt\n\
+         COPY --link --chown=nobody --chmod=0640 app.txt /app/owned.txt\n\
+         COPY plain.txt /app/plain.txt\n\
+         RUN cat /app/app.txt > /app/seen && stat -c '%u %a' /app/owned.txt >> /app/seen\n",
+    );
+    env.write("app.txt", "linked\n");
+    env.write("plain.txt", "plain\n");
+    ok(env.build(&["-t", "link:1"]));
+    let log = ok(env.build(&["-t", "link:2", "--build-arg", "BASE=base2:1"]));
+    // the linked steps are reused on the new base; what is not linked reruns
+    assert!(
+        step_status(&log, "COPY --link app.txt").contains("CACHED"),
+        "{log}"
+    );
+    assert!(
+        step_status(&log, "COPY --link --chown").contains("CACHED"),
+        "{log}"
+    );
+    assert!(
+        step_status(&log, "COPY plain.txt").contains("DONE"),
+        "{log}"
+    );
+    assert!(step_status(&log, "RUN cat").contains("DONE"), "{log}");
+    let store = env.store();
+    let l1 = layer_digests(&store, "link:1");
+    let l2 = layer_digests(&store, "link:2");
+    assert_eq!(l2.len(), l1.len() + 1);
+    // the same blobs for the two linked steps on either base
+    assert_eq!(
+        l1[l1.len() - 4..l1.len() - 2],
+        l2[l2.len() - 4..l2.len() - 2]
+    );
+    // a linked layer holds only what was copied
+    let img = store.image("link:2", &Platform::default()).unwrap();
+    let d = berth_image::desc_digest(&img.manifest.layers()[l2.len() - 4]).unwrap();
+    let r = berth_image::unpack::decompress(store.open_blob(&d).unwrap(), None).unwrap();
+    let names: Vec<String> = tar::Archive::new(r)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["app/", "app/app.txt"]);
+    // the image has the new base and the linked files, owner and mode applied
+    let files = layer_files(&store, "link:2");
+    assert_eq!(file_in(&files, "base2").unwrap().1, "two\n");
+    assert_eq!(
+        file_in(&files, "app/seen").unwrap().1,
+        "linked\n65534 640\n"
+    );
     leaks.assert_clean();
     env.assert_no_leftovers();
 }

@@ -928,7 +928,10 @@ impl Builder<'_> {
 
     /// Commits a step's result: a cached layer, or the diff in `work`'s upper.
     fn add_layer(&mut self, so: &mut StageOut, key: &Digest, layer: Layer) {
+        // the parent's state is part of the new one even when the key leaves it out
+        // (--link), so the steps after a linked one still depend on the base
         so.state = hash(&[
+            so.state.to_string().as_bytes(),
             key.to_string().as_bytes(),
             layer.diff_id.to_string().as_bytes(),
         ]);
@@ -1028,9 +1031,6 @@ impl Builder<'_> {
     ) -> Result<bool, BuildError> {
         let line = inst.start_line;
         let (sources, dest, from, chown, chmod, is_add, unpack, exclude) = match &inst.command {
-            Command::Copy(c) if c.parents => {
-                return Err(Self::step_err(inst, "COPY --parents is not supported yet"));
-            }
             Command::Copy(c) => (
                 &c.sources,
                 &c.dest,
@@ -1055,6 +1055,11 @@ impl Builder<'_> {
                 &a.exclude,
             ),
             _ => unreachable!("copy_step gets COPY or ADD"),
+        };
+        let (link, parents) = match &inst.command {
+            Command::Copy(c) => (c.link, c.parents),
+            Command::Add(a) => (a.link, false),
+            _ => (false, false),
         };
         let checksum = match &inst.command {
             Command::Add(a) => a
@@ -1124,7 +1129,13 @@ impl Builder<'_> {
                         .iter()
                         .find(|h| &h.name == name)
                         .ok_or_else(|| Self::step_err(inst, format!("heredoc {name} missing")))?;
-                    heredocs.push((name.clone(), h.data()));
+                    // unquoted delimiters expand the body, quotes kept as written
+                    let data = if h.expand {
+                        scope.expand_raw(&h.data(), line)?
+                    } else {
+                        h.data()
+                    };
+                    heredocs.push((name.clone(), data));
                 }
             }
         }
@@ -1135,19 +1146,24 @@ impl Builder<'_> {
         };
         // what the step reads, and its digest
         let mut hasher = Sha256::new();
-        let mut items: Vec<(Item, Vec<Entry>)> = Vec::new();
+        // each item with its entries and, for --parents, the path it keeps under dest
+        let mut items: Vec<(Item, Vec<Entry>, Option<String>)> = Vec::new();
         let from_state = match &from {
             None => {
                 for s in &srcs {
+                    let depth = parents.then(|| pivot_depth(s));
                     for it in fsutil::find_sources(&self.opts.context, s, Some(&self.ignore))? {
                         let mut entries = fsutil::walk(&it, Some(&self.ignore))?;
-                        if let Some(m) = &exclude_m {
-                            entries.retain(|e| e.rel.is_empty() || !m.matches(&e.rel));
+                        if let Some(m) = &exclude_m
+                            && !keep_after_exclude(m, &it, &mut entries, s)
+                        {
+                            continue;
                         }
                         hasher.update(it.rel.as_bytes());
                         hasher.update([0]);
                         fsutil::digest_entries(&entries, &mut hasher)?;
-                        items.push((it, entries));
+                        let kept = depth.map(|n| strip_components(&it.rel, n));
+                        items.push((it, entries, kept));
                     }
                 }
                 // remote files: fetched now (their content is part of the key), never
@@ -1188,7 +1204,7 @@ impl Builder<'_> {
                     let it = Item { rel: name, path };
                     let entries = fsutil::walk(&it, None)?;
                     remote.push(items.len());
-                    items.push((it, entries));
+                    items.push((it, entries, None));
                 }
                 None
             }
@@ -1209,39 +1225,73 @@ impl Builder<'_> {
             "chmod": mode,
             "unpack": unpack,
             "exclude": exclude,
+            "parents": parents,
+            "link": link,
             "from": from_state.as_ref().map(|d| d.to_string()),
             "inputs": inputs.to_string(),
         });
-        let key = hash(&[so.state.to_string().as_bytes(), desc.to_string().as_bytes()]);
+        // a --link layer is made apart from its parent, so its key leaves the parent out:
+        // a changed base keeps the entry (and the layer digest)
+        let key = if link {
+            hash(&[b"link", desc.to_string().as_bytes()])
+        } else {
+            hash(&[so.state.to_string().as_bytes(), desc.to_string().as_bytes()])
+        };
         let created_by = format!("{} # buildkit", instr_text(inst));
         if self.lookup(so, &key) {
             self.history(so, created_by, false);
             return Ok(true);
         }
         let mut work = Work::new(&self.tmp)?;
-        let lowers = self.snapshot_lowers(&so.layers)?;
-        work.mount(lowers)?;
-        let rootfs = work.rootfs();
+        // --link: files go into an empty directory that becomes the layer as is; the
+        // parent is mounted only to resolve --chown names
+        let numeric_owner = chown.as_deref().is_none_or(|c| {
+            c.split(':')
+                .all(|p| p.chars().all(|ch| ch.is_ascii_digit()))
+        });
+        let mut parent_view = None;
+        let rootfs = if link {
+            work.upper()
+        } else {
+            let lowers = self.snapshot_lowers(&so.layers)?;
+            work.mount(lowers)?;
+            work.rootfs()
+        };
+        let user_root = if link && !numeric_owner {
+            let mut w = Work::new(&self.tmp)?;
+            let lowers = self.snapshot_lowers(&so.layers)?;
+            w.mount(lowers)?;
+            let r = w.rootfs();
+            parent_view = Some(w);
+            r
+        } else {
+            rootfs.clone()
+        };
         let owner = chown
             .as_deref()
             .map(|c| {
-                berth_image::spec::resolve_user(c, &rootfs)
+                berth_image::spec::resolve_user(c, &user_root)
                     .map(|(u, g, _)| (u, g))
                     .map_err(|e| Self::step_err(inst, format!("--chown={c}: {e}")))
             })
             .transpose()?;
+        drop(parent_view);
         // the source of --from: items found now under its mounted root
         let _from_mount = match &from {
             Some(f) => {
                 let (w, _) = self.mount_from(f, all, index, done)?;
                 let root = w.rootfs();
                 for s in &srcs {
+                    let depth = parents.then(|| pivot_depth(s));
                     for it in fsutil::find_sources(&root, s, None)? {
                         let mut entries = fsutil::walk(&it, None)?;
-                        if let Some(m) = &exclude_m {
-                            entries.retain(|e| e.rel.is_empty() || !m.matches(&e.rel));
+                        if let Some(m) = &exclude_m
+                            && !keep_after_exclude(m, &it, &mut entries, s)
+                        {
+                            continue;
                         }
-                        items.push((it, entries));
+                        let kept = depth.map(|n| strip_components(&it.rel, n));
+                        items.push((it, entries, kept));
                     }
                 }
                 Some(w)
@@ -1253,8 +1303,12 @@ impl Builder<'_> {
             keep_owner: from.is_some(),
             mode,
         };
-        fsutil::mkdir_in_root(&rootfs, &workdir, None)?;
-        let many = items.len() + heredocs.len() > 1 || srcs.iter().any(|s| fsutil::has_wildcard(s));
+        if !link {
+            fsutil::mkdir_in_root(&rootfs, &workdir, None)?;
+        }
+        let many = items.len() + heredocs.len() > 1
+            || srcs.iter().any(|s| fsutil::has_wildcard(s))
+            || parents;
         let dest_exists_dir = || {
             fsutil::resolve_in_root(&rootfs, &dest_abs, true)
                 .ok()
@@ -1268,8 +1322,18 @@ impl Builder<'_> {
                 "when using COPY with more than one source file, the destination must be a directory and end with a /",
             ));
         }
-        for (i, (it, entries)) in items.iter().enumerate() {
+        for (i, (it, entries, kept)) in items.iter().enumerate() {
             let Some(top) = entries.first() else { continue };
+            if let Some(rel) = kept {
+                // --parents: the source's path (after a /./ pivot) is kept under dest
+                let target = if rel.is_empty() {
+                    dest_abs.clone()
+                } else {
+                    format!("{}/{rel}", dest_abs.trim_end_matches('/'))
+                };
+                fsutil::copy_entries(&rootfs, &target, entries, attrs)?;
+                continue;
+            }
             let base = it.rel.rsplit('/').next().unwrap_or("").to_string();
             if top.kind == fsutil::Kind::Dir {
                 fsutil::copy_entries(&rootfs, &dest_abs, entries, attrs)?;
@@ -1728,6 +1792,41 @@ fn make_mount_target(rootfs: &Path, target: &str, file: bool) -> Result<Vec<Stri
     Ok(made)
 }
 
+/// For `COPY --parents`: how many leading components of a source are not kept (those
+/// before a `/./` pivot; none without one).
+fn pivot_depth(src: &str) -> usize {
+    match src.find("/./") {
+        Some(i) => fsutil::clean_rel(&src[..i])
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .count(),
+        None => 0,
+    }
+}
+
+fn strip_components(rel: &str, n: usize) -> String {
+    rel.split('/')
+        .filter(|c| !c.is_empty())
+        .skip(n)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Applies `--exclude` to one found item: entries whose path below the item or from
+/// the source root matches are dropped, and an item a wildcard found is dropped
+/// whole when it matches. Returns false when nothing of the item is left.
+fn keep_after_exclude(m: &Matcher, it: &Item, entries: &mut Vec<Entry>, src: &str) -> bool {
+    if fsutil::has_wildcard(src) && m.matches(&it.rel) {
+        return false;
+    }
+    entries.retain(|e| {
+        e.rel.is_empty()
+            || !(m.matches(&e.rel)
+                || (!it.rel.is_empty() && m.matches(&format!("{}/{}", it.rel, e.rel))))
+    });
+    true
+}
+
 fn is_archive(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 512];
@@ -1788,5 +1887,15 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(946_684_800), "2000-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
+    }
+
+    #[test]
+    fn parents_pivot() {
+        assert_eq!(pivot_depth("x/a.txt"), 0);
+        assert_eq!(pivot_depth("./x/a.txt"), 0);
+        assert_eq!(pivot_depth("a/b/./c/*.txt"), 2);
+        assert_eq!(pivot_depth("/app/./out"), 1);
+        assert_eq!(strip_components("a/b/c/d.txt", 2), "c/d.txt");
+        assert_eq!(strip_components("a", 1), "");
     }
 }

@@ -249,6 +249,15 @@ impl<'m> StageScope<'m> {
             .map_err(|source| ScopeError::Expand { line, source })
     }
 
+    /// Expands a COPY/ADD heredoc body as BuildKit does: variables only, quotes kept
+    /// as ordinary characters, and a backslash as the escape whatever the escape directive.
+    pub fn expand_raw(&self, text: &str, line: usize) -> Result<String, ScopeError> {
+        let mut lex = Lexer::new('\\');
+        lex.skip_process_quotes = true;
+        lex.process_word(text, self)
+            .map_err(|source| ScopeError::Expand { line, source })
+    }
+
     /// Expands and splits into words (EXPOSE, VOLUME in shell form).
     pub fn expand_words(&self, word: &str, line: usize) -> Result<Vec<String>, ScopeError> {
         self.lexer

@@ -471,3 +471,164 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
     );
     leaks.assert_clean();
 }
+
+const JOB: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: store}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: count}
+spec:
+  completions: 4
+  parallelism: 2
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: work
+          image: busybox:latest
+          imagePullPolicy: Never
+          command: [sh, -c, 'echo "$HOSTNAME" >> /data/runs; sleep 1; echo finished']
+          volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: store}}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: fails}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - {name: bad, image: busybox:latest, imagePullPolicy: Never, command: [sh, -c, 'exit 3']}
+"#;
+
+fn json_of(c: &Cluster, args: &[&str]) -> Value {
+    serde_json::from_str(&c.ok(args)).unwrap()
+}
+
+fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn jobs_complete_or_fail_and_claims_keep_data_until_deleted() {
+    let mut c = Cluster::new();
+    let leaks = LeakCheck::new(&[c.roots.path().display().to_string()]);
+    c.start_serve();
+    let out = c.apply(JOB);
+    assert!(out.contains("job.batch/count created"), "{out}");
+    assert!(out.contains("persistentvolumeclaim/store created"), "{out}");
+    let pvc = c.ok(&["get", "pvc"]);
+    let mut max_active = 0;
+    wait_until("the job to complete", 60, || {
+        let j = json_of(&c, &["get", "job", "count", "-o", "json"]);
+        max_active = max_active.max(j["status"]["active"].as_i64().unwrap_or(0));
+        j["status"]["succeeded"] == 4
+    });
+    assert!(
+        max_active <= 2,
+        "parallelism 2 exceeded: {max_active} active"
+    );
+    let pvc = if pvc.contains("Bound") {
+        pvc
+    } else {
+        c.ok(&["get", "pvc"])
+    };
+    assert!(pvc.starts_with("NAME"), "{pvc}");
+    let line = pvc
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(line[..2], ["store", "Bound"], "{pvc}");
+    assert!(
+        line[2].starts_with("pvc-") && line[3] == "1Gi" && line[4] == "RWO",
+        "{pvc}"
+    );
+    let jobs = c.ok(&["get", "jobs"]);
+    assert!(jobs.starts_with("NAME"), "{jobs}");
+    let count = jobs
+        .lines()
+        .find(|l| l.starts_with("count "))
+        .unwrap_or_default();
+    let cols: Vec<&str> = count.split_whitespace().collect();
+    assert_eq!(cols[1..3], ["Complete", "4/4"], "{jobs}");
+    // every pod of the job wrote into the one claim; they show as Completed
+    let pods = c.ok(&["get", "pods", "-l", "job-name=count"]);
+    assert_eq!(pods.matches("Completed").count(), 4, "{pods}");
+    let status = json_of(&c, &["get", "pvc", "store", "-o", "json"]);
+    let dir = std::path::PathBuf::from(status["status"]["path"].as_str().unwrap());
+    let runs = std::fs::read_to_string(dir.join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 4, "{runs}");
+    // logs of a finished pod through its name
+    let first = pods
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(c.ok(&["logs", first]).trim(), "finished");
+
+    // the failing job: backoffLimit 1 means two failed pods, then Failed
+    wait_until("the failing job to fail", 60, || {
+        c.ok(&["get", "jobs"])
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..3] == ["fails", "Failed", "0/1"])
+    });
+    let j = json_of(&c, &["get", "job", "fails", "-o", "json"]);
+    assert_eq!(j["status"]["failed"], 2, "{j}");
+    assert_eq!(
+        j["status"]["conditions"][0]["reason"],
+        "BackoffLimitExceeded"
+    );
+    let pods = c.ok(&["get", "pods", "-l", "job-name=fails"]);
+    assert_eq!(pods.matches(" Error ").count(), 2, "{pods}");
+    let described = c.ok(&["describe", "job", "fails"]);
+    assert!(described.contains("BackoffLimitExceeded"), "{described}");
+
+    // a new pod sees the claim's data (it outlives pods); deleting the claim removes it
+    c.ok(&["delete", "job", "count", "fails"]);
+    wait_until("job pods to go", 30, || c.pods().is_empty());
+    c.apply(
+        &JOB.split("---")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("---")
+            .replace("completions: 4", "completions: 1")
+            .replace(
+                "echo \"$HOSTNAME\" >> /data/runs; sleep 1; echo finished",
+                "wc -l < /data/runs",
+            ),
+    );
+    wait_until("the second job", 30, || {
+        json_of(&c, &["get", "job", "count", "-o", "json"])["status"]["succeeded"] == 1
+    });
+    let pod = c.pods()[0].0.clone();
+    assert_eq!(
+        c.ok(&["logs", &pod]).trim(),
+        "4",
+        "data survived pod replacement"
+    );
+    c.ok(&["delete", "job", "count"]);
+    c.ok(&["delete", "pvc", "store"]);
+    wait_until("the claim's directory to go", 30, || !dir.exists());
+    wait_until("everything to go", 30, || {
+        c.pods().is_empty() && c.containers().is_empty()
+    });
+    c.kill_serve("-TERM");
+    leaks.assert_clean();
+}

@@ -23,7 +23,12 @@ pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// Label on every container: the container's name in the pod spec.
 pub const CONTAINER_LABEL: &str = "io.kubernetes.container.name";
 const HASH_LABEL: &str = "pod-template-hash";
-const REVISION: &str = "deployment.kubernetes.io/revision";
+/// Annotation of a ReplicaSet: its Deployment revision.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// Annotation copied from a Deployment to its ReplicaSet (`rollout history`).
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+/// Label of the pods of one template.
+pub const TEMPLATE_HASH_LABEL: &str = HASH_LABEL;
 
 /// Controller errors.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +71,7 @@ struct ProbeState {
 
 /// The reconciler over one engine.
 pub struct Controller<'a> {
-    engine: &'a Engine,
+    pub(crate) engine: &'a Engine,
     launcher: Launcher,
     images: &'a dyn Images,
     probes: HashMap<(String, String, &'static str), ProbeState>,
@@ -129,8 +134,10 @@ impl<'a> Controller<'a> {
             }
             keep
         });
+        let containers = self.engine.list().map_err(engine_err("list containers"))?;
         for o in &objects {
             match &o.object.body {
+                Body::Job(spec) => self.job(o, spec, &mut pods, &mut doomed, &containers)?,
                 Body::ReplicaSet(spec) => {
                     let want = spec.replicas.unwrap_or(1).max(0) as usize;
                     self.scale_pods(o, &spec.template, want, &mut pods, &mut doomed)?;
@@ -158,7 +165,6 @@ impl<'a> Controller<'a> {
                 _ => {}
             }
         }
-        let containers = self.engine.list().map_err(engine_err("list containers"))?;
         // pods about to stop leave their Services first
         self.services(&objects, &pods, &containers)?;
         self.delete_pods(&doomed)?;
@@ -175,6 +181,7 @@ impl<'a> Controller<'a> {
         for c in orphans {
             let _ = self.engine.remove(&c.id, true, true);
         }
+        self.claims(&objects, &containers)?;
         for p in &pods {
             self.sync_pod(p, &containers, &objects)?;
         }
@@ -333,9 +340,44 @@ impl<'a> Controller<'a> {
             })
             .max()
             .unwrap_or(0);
-        let keep_revision = current
-            .and_then(|c| c.object.metadata.annotations.get(REVISION).cloned())
-            .unwrap_or_else(|| (revision + 1).to_string());
+        // a set that becomes current again (rollback) takes the next revision, as upstream
+        let keep_revision = match current.and_then(|c| {
+            c.object
+                .metadata
+                .annotations
+                .get(REVISION)?
+                .parse::<i64>()
+                .ok()
+        }) {
+            Some(r) if r >= revision => r,
+            _ => revision + 1,
+        }
+        .to_string();
+        let mut annotations = json!({REVISION: keep_revision});
+        if let Some(cause) = d.object.metadata.annotations.get(CHANGE_CAUSE) {
+            annotations[CHANGE_CAUSE] = json!(cause);
+        }
+        let scaled = |rs: &str, from: i64, to: i64| {
+            if from == to {
+                return Ok(());
+            }
+            let dir = if to > from { "up" } else { "down" };
+            store::event(
+                conn,
+                ("Deployment", ns, name),
+                "Normal",
+                "ScalingReplicaSet",
+                &format!("Scaled {dir} replica set {rs} from {from} to {to}"),
+            )
+        };
+        scaled(
+            &rs_name,
+            current.map(|c| replicas_of(c)).unwrap_or(0),
+            new_replicas,
+        )?;
+        for (o, target) in &old_targets {
+            scaled(&o.object.metadata.name, replicas_of(o), *target)?;
+        }
         let mut selector = serde_json::to_value(&spec.selector).unwrap_or(Value::Null);
         selector["matchLabels"][HASH_LABEL] = json!(hash);
         let mut tpl = template.clone();
@@ -346,7 +388,7 @@ impl<'a> Controller<'a> {
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
             "metadata": {"name": rs_name, "namespace": ns, "labels": labels,
-                         "annotations": {REVISION: keep_revision}},
+                         "annotations": annotations},
             "spec": {"replicas": new_replicas, "selector": selector, "template": tpl},
         });
         put_replica_set(conn, &manifest, &owner)?;
@@ -399,6 +441,13 @@ impl<'a> Controller<'a> {
             let t = serde_json::to_value(template).unwrap_or(Value::Null);
             let p = new_pod(ns, &name, &owner, t);
             store::add_pod(&self.engine.conn, &p)?;
+            store::event(
+                &self.engine.conn,
+                ("ReplicaSet", ns, &rs.object.metadata.name),
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created pod: {name}"),
+            )?;
             pods.push(p.clone());
             mine.push(p);
         }
@@ -407,6 +456,13 @@ impl<'a> Controller<'a> {
             mine.sort_by(|a, b| a.ready.cmp(&b.ready).then(b.created.cmp(&a.created)));
             let extra = mine.len() - want;
             for p in mine.into_iter().take(extra) {
+                store::event(
+                    &self.engine.conn,
+                    ("ReplicaSet", ns, &rs.object.metadata.name),
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {}", p.name),
+                )?;
                 pods.retain(|q| q.uid != p.uid);
                 doomed.push(p);
             }
@@ -463,6 +519,12 @@ impl<'a> Controller<'a> {
             return Ok(());
         };
         let spec = &template.spec;
+        // a pod that ran to its end stays as it ended unless its policy restarts it
+        if matches!(p.phase.as_str(), "Succeeded" | "Failed")
+            && spec.restart_policy.as_deref().unwrap_or("Always") != "Always"
+        {
+            return Ok(());
+        }
         let mine: Vec<&Container> = containers
             .iter()
             .filter(|c| c.labels().get(POD_UID_LABEL) == Some(&p.uid))
@@ -665,11 +727,31 @@ impl<'a> Controller<'a> {
                 Some(h) => h.started().map(|_| ()),
                 None => Ok(()),
             });
+        let ev = |kind: &str, reason: &str, msg: &str| {
+            let _ = store::event(
+                &self.engine.conn,
+                ("Pod", &p.namespace, &p.name),
+                kind,
+                reason,
+                msg,
+            );
+        };
         if let Err(e) = started {
             // the next pass tries again from scratch
             let _ = self.engine.remove(&c.id, true, true);
+            ev("Warning", "Failed", &format!("Error: {e}"));
             return Err(format!("start container {}: {e}", k.name));
         }
+        ev(
+            "Normal",
+            "Created",
+            &format!("Created container {}", k.name),
+        );
+        ev(
+            "Normal",
+            "Started",
+            &format!("Started container {}", k.name),
+        );
         Ok(())
     }
 
@@ -889,12 +971,30 @@ impl<'a> Controller<'a> {
             } else if let Some(h) = &v.host_path {
                 std::path::PathBuf::from(&h.path)
             } else if let Some(c) = &v.persistent_volume_claim {
-                self.engine
-                    .root
-                    .join("k8s")
-                    .join("pvc")
-                    .join(&p.namespace)
-                    .join(&c.claim_name)
+                let claim = objects.iter().find(|o| {
+                    o.object.kind() == "PersistentVolumeClaim"
+                        && o.object.namespace() == p.namespace
+                        && o.object.metadata.name == c.claim_name
+                });
+                let Some(claim) = claim else {
+                    return Err(format!(
+                        "persistentvolumeclaim {:?} not found",
+                        c.claim_name
+                    ));
+                };
+                let dir = crate::batch::claim_dir(
+                    &self.engine.root,
+                    &p.namespace,
+                    &c.claim_name,
+                    &claim.uid,
+                );
+                if !dir.exists() {
+                    return Err(format!(
+                        "persistentvolumeclaim {:?} is not bound yet",
+                        c.claim_name
+                    ));
+                }
+                dir
             } else {
                 let (kind, name, items, mode, optional) = match (&v.config_map, &v.secret) {
                     (Some(c), _) => ("ConfigMap", &c.name, &c.items, c.default_mode, c.optional),
@@ -933,7 +1033,13 @@ impl<'a> Controller<'a> {
                 "{}:{}{}",
                 host.display(),
                 m.mount_path,
-                if ro || v.config_map.is_some() || v.secret.is_some() {
+                if ro
+                    || v.config_map.is_some()
+                    || v.secret.is_some()
+                    || v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.read_only == Some(true))
+                {
                     ":ro"
                 } else {
                     ""
@@ -1072,7 +1178,7 @@ fn put_replica_set(
     Ok(())
 }
 
-fn new_pod(ns: &str, name: &str, owner: &str, template: Value) -> PodRecord {
+pub(crate) fn new_pod(ns: &str, name: &str, owner: &str, template: Value) -> PodRecord {
     PodRecord {
         namespace: ns.into(),
         name: name.into(),
@@ -1093,7 +1199,7 @@ fn short_hash(v: &Value) -> String {
 }
 
 /// Five characters like the upstream generated names use.
-fn suffix() -> String {
+pub(crate) fn suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     berth_engine::names::new_id()
         .as_bytes()

@@ -12,8 +12,10 @@
 //! and [`services`] gives Services a virtual IP balanced over ready pods (and
 //! NodePorts). HorizontalPodAutoscalers and Jobs are stored but not acted on yet.
 
+pub mod batch;
 pub mod controller;
 pub mod manifest;
+pub mod metrics;
 pub mod services;
 pub mod store;
 

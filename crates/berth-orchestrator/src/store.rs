@@ -5,6 +5,9 @@ use serde_json::Value;
 
 use crate::manifest::{self, Object};
 
+/// The database connection type callers pass back in.
+pub type Connection = rusqlite::Connection;
+
 /// Tables of the orchestrator (in the same database as the engine's).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS k8s_objects (
@@ -29,6 +32,23 @@ CREATE TABLE IF NOT EXISTS k8s_pods (
     ready INTEGER NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS k8s_status (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS k8s_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    time TEXT NOT NULL
 );
 ";
 
@@ -185,10 +205,106 @@ pub fn delete(
     ns: &str,
     name: &str,
 ) -> Result<bool, Error> {
+    conn.execute(
+        "DELETE FROM k8s_status WHERE kind=?1 AND namespace=?2 AND name=?3",
+        params![kind, ns, name],
+    )?;
+    conn.execute(
+        "DELETE FROM k8s_events WHERE kind=?1 AND namespace=?2 AND name=?3",
+        params![kind, ns, name],
+    )?;
     Ok(conn.execute(
         "DELETE FROM k8s_objects WHERE kind=?1 AND namespace=?2 AND name=?3",
         params![kind, ns, name],
     )? > 0)
+}
+
+/// The observed status the controller recorded for an object (`{}` when none).
+pub fn status(conn: &rusqlite::Connection, kind: &str, ns: &str, name: &str) -> Value {
+    conn.query_row(
+        "SELECT status FROM k8s_status WHERE kind=?1 AND namespace=?2 AND name=?3",
+        params![kind, ns, name],
+        |r| r.get::<_, String>(0),
+    )
+    .ok()
+    .and_then(|t| serde_json::from_str(&t).ok())
+    .unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// Records an object's observed status, writing only when it changed.
+pub fn set_status(
+    conn: &rusqlite::Connection,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    status: &Value,
+) -> Result<(), Error> {
+    if self::status(conn, kind, ns, name) == *status {
+        return Ok(());
+    }
+    conn.execute(
+        "INSERT INTO k8s_status (kind, namespace, name, status) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (kind, namespace, name) DO UPDATE SET status = excluded.status",
+        params![kind, ns, name, status.to_string()],
+    )?;
+    Ok(())
+}
+
+/// One event about an object, as `kubectl describe` lists them.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Normal or Warning.
+    pub kind: String,
+    /// CamelCase reason (Scheduled, Pulled, SuccessfulCreate...).
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// When (RFC 3339).
+    pub time: String,
+}
+
+/// Records an event (the newest 50 per object are kept).
+pub fn event(
+    conn: &rusqlite::Connection,
+    (kind, ns, name): (&str, &str, &str),
+    kind_of_event: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO k8s_events (kind, namespace, name, type, reason, message, time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![kind, ns, name, kind_of_event, reason, message, crate::now()],
+    )?;
+    conn.execute(
+        "DELETE FROM k8s_events WHERE kind=?1 AND namespace=?2 AND name=?3 AND seq NOT IN
+         (SELECT seq FROM k8s_events WHERE kind=?1 AND namespace=?2 AND name=?3
+          ORDER BY seq DESC LIMIT 50)",
+        params![kind, ns, name],
+    )?;
+    Ok(())
+}
+
+/// Events of one object, oldest first.
+pub fn events(
+    conn: &rusqlite::Connection,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<Event>, Error> {
+    let mut st = conn.prepare(
+        "SELECT type, reason, message, time FROM k8s_events
+         WHERE kind=?1 AND namespace=?2 AND name=?3 ORDER BY seq",
+    )?;
+    let rows = st.query_map(params![kind, ns, name], |r| {
+        Ok(Event {
+            kind: r.get(0)?,
+            reason: r.get(1)?,
+            message: r.get(2)?,
+            time: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Every stored object of `kind` ("" for all), oldest first.
@@ -317,6 +433,19 @@ pub fn set_pod_status(
 
 /// Forgets a pod record.
 pub fn remove_pod(conn: &rusqlite::Connection, uid: &str) -> Result<(), Error> {
+    let name: Option<(String, String)> = conn
+        .query_row(
+            "SELECT namespace, name FROM k8s_pods WHERE uid=?1",
+            [uid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((ns, name)) = name {
+        conn.execute(
+            "DELETE FROM k8s_events WHERE kind='Pod' AND namespace=?1 AND name=?2",
+            params![ns, name],
+        )?;
+    }
     conn.execute("DELETE FROM k8s_pods WHERE uid=?1", [uid])?;
     Ok(())
 }

@@ -91,8 +91,14 @@ pub enum ContainerCommand {
         /// Prefix each line with its time.
         #[arg(short, long)]
         timestamps: bool,
-        /// Container.
+        /// Container, or a pod of `berth apply`.
         container: String,
+        /// For a pod: which of its containers.
+        #[arg(short = 'c', long = "container")]
+        pod_container: Option<String>,
+        /// For a pod: its namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
     },
     /// Wait for containers to stop; print their exit codes.
     Wait {
@@ -123,10 +129,18 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Show a container's processes.
+    /// Show a container's processes; `top pods [NAME]` shows pods' CPU and memory.
     Top {
-        /// Container.
+        /// Container, or `pods`.
         container: String,
+        /// With `pods`: one pod.
+        pod: Option<String>,
+        /// With `pods`: the namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// With `pods`: every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
     },
     /// Show resource usage.
     Stats {
@@ -331,7 +345,13 @@ pub struct ExecArgs {
     /// Privileged (every capability).
     #[arg(long)]
     privileged: bool,
-    /// Container.
+    /// For a pod: which of its containers.
+    #[arg(short = 'c', long = "container")]
+    pod_container: Option<String>,
+    /// For a pod: its namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// Container, or a pod of `berth apply`.
     container: String,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -456,7 +476,18 @@ pub fn run(g: &Global, cmd: ContainerCommand) -> anyhow::Result<u8> {
             until,
             timestamps,
             container,
-        } => show_logs(g, &container, follow, &tail, since, until, timestamps),
+            pod_container,
+            namespace,
+        } => {
+            let container = crate::cmd_kube::pod_container(
+                g,
+                &container,
+                pod_container.as_deref(),
+                &namespace,
+            )?
+            .unwrap_or(container);
+            show_logs(g, &container, follow, &tail, since, until, timestamps)
+        }
         ContainerCommand::Wait { containers } => {
             let eng = engine(g)?;
             let mut rc = 0;
@@ -483,7 +514,19 @@ pub fn run(g: &Global, cmd: ContainerCommand) -> anyhow::Result<u8> {
             println!("{n}");
             Ok(())
         }),
-        ContainerCommand::Top { container } => top(g, &container),
+        ContainerCommand::Top {
+            container,
+            pod,
+            namespace,
+            all_namespaces,
+        } => match container.as_str() {
+            "pods" | "pod" | "po" => crate::cmd_kube::top_pods(
+                g,
+                pod.as_deref(),
+                (!all_namespaces).then_some(namespace.as_str()),
+            ),
+            _ => top(g, &container),
+        },
         ContainerCommand::Stats {
             no_stream,
             containers,
@@ -1080,7 +1123,10 @@ fn inspect(g: &Global, format: Option<&str>, names: &[String]) -> anyhow::Result
 
 fn exec(g: &Global, a: ExecArgs) -> anyhow::Result<u8> {
     let eng = engine(g)?;
-    let c = eng.get(&a.container)?;
+    let target =
+        crate::cmd_kube::pod_container(g, &a.container, a.pod_container.as_deref(), &a.namespace)?
+            .unwrap_or_else(|| a.container.clone());
+    let c = eng.get(&target)?;
     if c.state != state::RUNNING {
         bail!("container {} is not running", a.container);
     }

@@ -71,6 +71,59 @@ pub enum KubeCommand {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+    /// Show one object in detail, with its events (like kubectl describe).
+    Describe {
+        /// Kind (pod, deployment, job, ...), or KIND/NAME.
+        kind: String,
+        /// Object name (all of the kind when left out).
+        name: Option<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Watch, list or undo the rollouts of a Deployment.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+}
+
+/// `rollout` verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutAction {
+    /// Wait until the Deployment's newest template runs everywhere and is ready.
+    Status {
+        /// deployment/NAME.
+        target: Vec<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Give up after this many seconds (0: never).
+        #[arg(long, default_value_t = 0.0)]
+        timeout: f64,
+    },
+    /// List the Deployment's revisions.
+    History {
+        /// deployment/NAME.
+        target: Vec<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Show this revision's pod template.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Go back to the previous revision (or --to-revision).
+    Undo {
+        /// deployment/NAME.
+        target: Vec<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Revision to go back to (default: the one before the current).
+        #[arg(long, default_value_t = 0)]
+        to_revision: i64,
+    },
 }
 
 pub fn run(g: &Global, cmd: KubeCommand) -> anyhow::Result<u8> {
@@ -105,6 +158,28 @@ pub fn run(g: &Global, cmd: KubeCommand) -> anyhow::Result<u8> {
             replicas,
             namespace,
         } => scale(g, &target, replicas, &namespace),
+        KubeCommand::Describe {
+            kind,
+            name,
+            namespace,
+        } => crate::cmd_kube_describe::describe(g, &kind, name.as_deref(), &namespace),
+        KubeCommand::Rollout { action } => match action {
+            RolloutAction::Status {
+                target,
+                namespace,
+                timeout,
+            } => rollout_status(g, &target, &namespace, timeout),
+            RolloutAction::History {
+                target,
+                namespace,
+                revision,
+            } => rollout_history(g, &target, &namespace, revision),
+            RolloutAction::Undo {
+                target,
+                namespace,
+                to_revision,
+            } => rollout_undo(g, &target, &namespace, to_revision),
+        },
     }
 }
 
@@ -303,7 +378,7 @@ fn parse_inputs(files: &[PathBuf]) -> anyhow::Result<Vec<(manifest::Object, Valu
     Ok(all)
 }
 
-fn resource_name(kind: &str) -> &'static str {
+pub(crate) fn resource_name(kind: &str) -> &'static str {
     match kind {
         "Deployment" => "deployment.apps",
         "ReplicaSet" => "replicaset.apps",
@@ -344,7 +419,7 @@ fn apply(g: &Global, files: &[PathBuf]) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn canonical_kind(kind: &str) -> anyhow::Result<&'static str> {
+pub(crate) fn canonical_kind(kind: &str) -> anyhow::Result<&'static str> {
     Ok(match kind.to_ascii_lowercase().as_str() {
         "pod" | "pods" | "po" => "Pod",
         "deployment" | "deployments" | "deploy" => "Deployment",
@@ -360,7 +435,7 @@ fn canonical_kind(kind: &str) -> anyhow::Result<&'static str> {
     })
 }
 
-fn age(created: &str) -> String {
+pub(crate) fn age(created: &str) -> String {
     let Some(t) = berth_engine::timefmt::parse(created) else {
         return "<unknown>".into();
     };
@@ -376,7 +451,7 @@ fn age(created: &str) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -399,22 +474,27 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-struct PodView {
-    ns: String,
-    name: String,
-    owner: String,
-    labels: BTreeMap<String, String>,
-    ready: usize,
-    total: usize,
-    status: String,
-    restarts: i64,
-    ip: String,
-    created: String,
-    template: Value,
-    is_ready: bool,
+pub(crate) struct PodView {
+    pub(crate) ns: String,
+    pub(crate) name: String,
+    pub(crate) owner: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) ready: usize,
+    pub(crate) total: usize,
+    pub(crate) status: String,
+    pub(crate) restarts: i64,
+    pub(crate) ip: String,
+    pub(crate) created: String,
+    pub(crate) template: Value,
+    pub(crate) is_ready: bool,
+    pub(crate) phase: String,
+    pub(crate) message: String,
+    pub(crate) uid: String,
+    /// (container name in the spec, engine container) of the pod.
+    pub(crate) containers: Vec<(String, berth_engine::Container)>,
 }
 
-fn pod_views(g: &Global) -> anyhow::Result<Vec<PodView>> {
+pub(crate) fn pod_views(g: &Global) -> anyhow::Result<Vec<PodView>> {
     let eng = berth_engine::Engine::open(&g.root, &g.state)?;
     eng.conn.execute_batch(store::SCHEMA)?;
     let containers = eng.list()?;
@@ -436,6 +516,10 @@ fn pod_views(g: &Global) -> anyhow::Result<Vec<PodView>> {
             p.message.split(':').next().unwrap_or("Pending").to_string()
         } else if mine.iter().any(|c| c.state == "restarting") {
             "CrashLoopBackOff".into()
+        } else if p.phase == "Succeeded" {
+            "Completed".into()
+        } else if p.phase == "Failed" {
+            "Error".into()
         } else {
             p.phase.clone()
         };
@@ -469,6 +553,20 @@ fn pod_views(g: &Global) -> anyhow::Result<Vec<PodView>> {
             created: p.created.clone(),
             template: p.template.clone(),
             is_ready: p.ready,
+            phase: p.phase.clone(),
+            message: p.message.clone(),
+            uid: p.uid.clone(),
+            containers: mine
+                .iter()
+                .map(|c| {
+                    let n = c
+                        .labels()
+                        .get(berth_orchestrator::controller::CONTAINER_LABEL)
+                        .cloned()
+                        .unwrap_or_default();
+                    (n, (*c).clone())
+                })
+                .collect(),
         });
     }
     Ok(out)
@@ -509,9 +607,14 @@ fn get(
             if structured {
                 let mut v = json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": p.template["metadata"].clone(), "spec": p.template["spec"].clone(),
-                    "status": {"phase": p.status, "podIP": p.ip, "ready": p.is_ready}});
+                    "status": {"phase": p.phase, "podIP": p.ip, "ready": p.is_ready,
+                        "containerStatuses": p.containers.iter().map(|(n, c)| json!({
+                            "name": n, "restartCount": c.restart_count, "state": c.state,
+                            "exitCode": c.exit_code, "containerID": format!("berth://{}", c.id),
+                        })).collect::<Vec<_>>()}});
                 v["metadata"]["name"] = json!(p.name);
                 v["metadata"]["namespace"] = json!(p.ns);
+                v["metadata"]["uid"] = json!(p.uid);
                 items.push(v);
                 continue;
             }
@@ -547,6 +650,25 @@ fn get(
             "ReplicaSet" => header.extend(["NAME", "DESIRED", "CURRENT", "READY", "AGE"]),
             "ConfigMap" | "Secret" => header.extend(["NAME", "DATA", "AGE"]),
             "Service" => header.extend(["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"]),
+            "Job" => header.extend(["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]),
+            "PersistentVolumeClaim" => header.extend([
+                "NAME",
+                "STATUS",
+                "VOLUME",
+                "CAPACITY",
+                "ACCESS MODES",
+                "STORAGECLASS",
+                "AGE",
+            ]),
+            "HorizontalPodAutoscaler" => header.extend([
+                "NAME",
+                "REFERENCE",
+                "TARGETS",
+                "MINPODS",
+                "MAXPODS",
+                "REPLICAS",
+                "AGE",
+            ]),
             _ => header.extend(["NAME", "AGE"]),
         }
         for o in &objects {
@@ -564,8 +686,33 @@ fn get(
                     })
                     .collect::<Vec<_>>()
             };
-            let mut status = json!({});
+            let mut status = store::status(&conn, o.object.kind(), o.object.namespace(), &m.name);
             let cols: Vec<String> = match &o.object.body {
+                Body::Job(j) => job_columns(j, &status),
+                Body::PersistentVolumeClaim(c) => {
+                    let access = status["accessModes"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|m| access_short(m.as_str()?))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default();
+                    vec![
+                        status["phase"].as_str().unwrap_or("Pending").to_string(),
+                        status["volumeName"].as_str().unwrap_or("").to_string(),
+                        status["capacity"]["storage"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                        access,
+                        c.storage_class_name
+                            .clone()
+                            .unwrap_or_else(|| "local".into()),
+                    ]
+                }
+                Body::HorizontalPodAutoscaler(h) => hpa_columns(h, &status),
                 Body::Deployment(d) => {
                     let owned: Vec<&Stored> = all
                         .iter()
@@ -582,7 +729,7 @@ fn get(
                     let ready = every.iter().filter(|p| p.is_ready).count();
                     let updated = hash_now.map_or(0, |h| pods_of(h).len());
                     let desired = d.replicas.unwrap_or(1);
-                    status = json!({"replicas": every.len(), "readyReplicas": ready, "updatedReplicas": updated, "availableReplicas": ready});
+                    status = json!({"replicas": every.len(), "readyReplicas": ready, "updatedReplicas": updated, "availableReplicas": ready, "observedGeneration": o.generation});
                     vec![
                         format!("{ready}/{desired}"),
                         updated.to_string(),
@@ -785,5 +932,391 @@ fn scale(g: &Global, target: &[String], replicas: i64, ns: &str) -> anyhow::Resu
     store::apply(&conn, obj, &v, &o.owner)?;
     println!("{}/{name} scaled", resource_name(kind));
     kick(g);
+    Ok(0)
+}
+
+fn access_short(mode: &str) -> Option<&'static str> {
+    Some(match mode {
+        "ReadWriteOnce" => "RWO",
+        "ReadOnlyMany" => "ROX",
+        "ReadWriteMany" => "RWX",
+        "ReadWriteOncePod" => "RWOP",
+        _ => return None,
+    })
+}
+
+/// kubectl's STATUS, COMPLETIONS and DURATION of a Job.
+fn job_columns(j: &berth_orchestrator::manifest::types::JobSpec, status: &Value) -> Vec<String> {
+    let state = status["conditions"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["status"] == "True")
+                .and_then(|c| c["type"].as_str())
+        })
+        .unwrap_or("Running");
+    let duration = match (
+        status["startTime"]
+            .as_str()
+            .and_then(berth_engine::timefmt::parse),
+        status["completionTime"]
+            .as_str()
+            .and_then(berth_engine::timefmt::parse),
+    ) {
+        (Some(s), Some(e)) => short_duration(e.duration_since(s).unwrap_or_default()),
+        (Some(s), None) => short_duration(s.elapsed().unwrap_or_default()),
+        _ => String::new(),
+    };
+    vec![
+        state.to_string(),
+        format!(
+            "{}/{}",
+            status["succeeded"].as_i64().unwrap_or(0),
+            j.completions.unwrap_or(1)
+        ),
+        duration,
+    ]
+}
+
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// kubectl's REFERENCE, TARGETS, MINPODS, MAXPODS and REPLICAS of an HPA.
+fn hpa_columns(h: &berth_orchestrator::manifest::types::HpaSpec, status: &Value) -> Vec<String> {
+    let current = status["currentCPUUtilizationPercentage"]
+        .as_i64()
+        .map_or("<unknown>".to_string(), |c| format!("{c}%"));
+    let target = h
+        .metrics
+        .iter()
+        .find_map(|m| m.resource.as_ref()?.target.average_utilization)
+        .map_or("<none>".to_string(), |t| format!("{t}%"));
+    vec![
+        format!("{}/{}", h.scale_target_ref.kind, h.scale_target_ref.name),
+        format!("cpu: {current}/{target}"),
+        h.min_replicas.unwrap_or(1).to_string(),
+        h.max_replicas.to_string(),
+        status["currentReplicas"].as_i64().unwrap_or(0).to_string(),
+    ]
+}
+
+/// `deployment/NAME` or `deployment NAME` (the kind may be left out for rollout).
+fn deployment_target(target: &[String]) -> anyhow::Result<String> {
+    let (kind, name) = match target {
+        [one] if one.contains('/') => {
+            let (k, n) = one.split_once('/').unwrap_or_default();
+            (k.to_string(), n.to_string())
+        }
+        [k, n] => (k.clone(), n.clone()),
+        [n] => ("deployment".to_string(), n.clone()),
+        _ => bail!("give deployment/NAME"),
+    };
+    if canonical_kind(&kind)? != "Deployment" {
+        bail!("rollout works on deployments, not {kind}");
+    }
+    Ok(name)
+}
+
+fn find(conn: &store::Connection, kind: &str, ns: &str, name: &str) -> anyhow::Result<Stored> {
+    store::list(conn, kind)?
+        .into_iter()
+        .find(|o| o.object.namespace() == ns && o.object.metadata.name == name)
+        .with_context(|| format!("{} {name:?} not found", resource_name(kind)))
+}
+
+/// ReplicaSets of a Deployment with their revisions, oldest first.
+fn revisions(conn: &store::Connection, ns: &str, name: &str) -> anyhow::Result<Vec<(i64, Stored)>> {
+    let owner = format!("Deployment/{name}");
+    let mut out: Vec<(i64, Stored)> = store::list(conn, "ReplicaSet")?
+        .into_iter()
+        .filter(|r| r.owner == owner && r.object.namespace() == ns)
+        .filter_map(|r| {
+            let rev = r
+                .object
+                .metadata
+                .annotations
+                .get(berth_orchestrator::controller::REVISION)?
+                .parse()
+                .ok()?;
+            Some((rev, r))
+        })
+        .collect();
+    out.sort_by_key(|(r, _)| *r);
+    Ok(out)
+}
+
+fn rollout_status(g: &Global, target: &[String], ns: &str, timeout: f64) -> anyhow::Result<u8> {
+    let name = deployment_target(target)?;
+    let conn = store::open(&g.root)?;
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let d = find(&conn, "Deployment", ns, &name)?;
+        let Body::Deployment(spec) = &d.object.body else {
+            bail!("deployment {name:?} not found");
+        };
+        let desired = spec.replicas.unwrap_or(1).max(0) as usize;
+        let revs = revisions(&conn, ns, &name)?;
+        let pods = pod_views(g)?;
+        let newest = revs
+            .last()
+            .map(|(_, r)| format!("ReplicaSet/{}", r.object.metadata.name));
+        let mine: Vec<&PodView> = pods
+            .iter()
+            .filter(|p| {
+                p.ns == ns
+                    && revs
+                        .iter()
+                        .any(|(_, r)| p.owner == format!("ReplicaSet/{}", r.object.metadata.name))
+            })
+            .collect();
+        let updated = mine
+            .iter()
+            .filter(|p| Some(&p.owner) == newest.as_ref())
+            .count();
+        let available = mine
+            .iter()
+            .filter(|p| Some(&p.owner) == newest.as_ref() && p.is_ready)
+            .count();
+        let total = mine.len();
+        let msg = if updated < desired {
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {updated} out of {desired} new replicas have been updated..."
+            )
+        } else if total > updated {
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+                total - updated
+            )
+        } else if available < desired {
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {available} of {desired} updated replicas are available..."
+            )
+        } else {
+            println!("deployment {name:?} successfully rolled out");
+            return Ok(0);
+        };
+        if msg != last {
+            println!("{msg}");
+            last = msg;
+        }
+        if timeout > 0.0 && start.elapsed().as_secs_f64() > timeout {
+            bail!("timed out waiting for the condition");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn rollout_history(
+    g: &Global,
+    target: &[String],
+    ns: &str,
+    revision: Option<i64>,
+) -> anyhow::Result<u8> {
+    let name = deployment_target(target)?;
+    let conn = store::open(&g.root)?;
+    find(&conn, "Deployment", ns, &name)?;
+    let revs = revisions(&conn, ns, &name)?;
+    if let Some(want) = revision {
+        let Some((_, rs)) = revs.iter().find(|(r, _)| *r == want) else {
+            bail!("unable to find the specified revision");
+        };
+        println!("deployment.apps/{name} with revision #{want}");
+        let mut tpl = rs.manifest["spec"]["template"].clone();
+        if let Some(l) = tpl["metadata"]["labels"].as_object_mut() {
+            l.remove(berth_orchestrator::controller::TEMPLATE_HASH_LABEL);
+        }
+        println!("Pod Template:");
+        for line in serde_norway::to_string(&tpl)?.lines() {
+            println!("  {line}");
+        }
+        return Ok(0);
+    }
+    println!("deployment.apps/{name} ");
+    let mut rows = vec![vec!["REVISION".to_string(), "CHANGE-CAUSE".to_string()]];
+    for (rev, rs) in &revs {
+        let cause = rs
+            .object
+            .metadata
+            .annotations
+            .get(berth_orchestrator::controller::CHANGE_CAUSE)
+            .cloned()
+            .unwrap_or_else(|| "<none>".into());
+        rows.push(vec![rev.to_string(), cause]);
+    }
+    print_table(&rows);
+    println!();
+    Ok(0)
+}
+
+fn rollout_undo(g: &Global, target: &[String], ns: &str, to: i64) -> anyhow::Result<u8> {
+    let name = deployment_target(target)?;
+    let conn = store::open(&g.root)?;
+    let d = find(&conn, "Deployment", ns, &name)?;
+    let revs = revisions(&conn, ns, &name)?;
+    let chosen = if to == 0 {
+        // the revision before the current one
+        revs.len().checked_sub(2).and_then(|i| revs.get(i))
+    } else {
+        revs.iter().find(|(r, _)| *r == to)
+    };
+    let Some((_, rs)) = chosen else {
+        if to == 0 {
+            bail!("no rollout history found for deployment {name:?}");
+        }
+        bail!("unable to find specified revision {to} in history");
+    };
+    if revs.last().is_some_and(|(_, cur)| cur.uid == rs.uid) {
+        println!(
+            "deployment.apps/{name} skipped rollback (current template already matches revision {to})"
+        );
+        return Ok(0);
+    }
+    let mut tpl = rs.manifest["spec"]["template"].clone();
+    if let Some(l) = tpl["metadata"]["labels"].as_object_mut() {
+        l.remove(berth_orchestrator::controller::TEMPLATE_HASH_LABEL);
+    }
+    let mut v = d.manifest.clone();
+    v["spec"]["template"] = tpl;
+    let parsed = manifest::parse("rollout undo", &v.to_string())?;
+    let obj = parsed
+        .objects
+        .first()
+        .context("rolled back object did not parse")?;
+    store::apply(&conn, obj, &v, &d.owner)?;
+    println!("deployment.apps/{name} rolled back");
+    kick(g);
+    Ok(0)
+}
+
+/// The engine container a `logs`/`exec` reference means when it names a pod: the
+/// container named by `-c`, else the pod's first (kubectl's default). None when no
+/// pod has that name, so the reference is a container's.
+pub fn pod_container(
+    g: &Global,
+    reference: &str,
+    container: Option<&str>,
+    ns: &str,
+) -> anyhow::Result<Option<String>> {
+    let conn = store::open(&g.root)?;
+    let Some(p) = store::pods(&conn)?
+        .into_iter()
+        .find(|p| p.namespace == ns && p.name == reference)
+    else {
+        if container.is_some() {
+            bail!("pods {reference:?} not found");
+        }
+        return Ok(None);
+    };
+    let names: Vec<String> = p.template["spec"]["containers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let want = match container {
+        Some(c) => {
+            let inits: Vec<String> = p.template["spec"]["initContainers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c["name"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !names.iter().chain(&inits).any(|n| n == c) {
+                bail!(
+                    "container {c} is not valid for pod {reference}: choose one of [{}]",
+                    names.join(" ")
+                );
+            }
+            c.to_string()
+        }
+        None => {
+            let first = names.first().context("pod has no containers")?.clone();
+            if names.len() > 1 {
+                eprintln!("Defaulted container {first:?} out of: {}", names.join(", "));
+            }
+            first
+        }
+    };
+    let eng = berth_engine::Engine::open(&g.root, &g.state)?;
+    let found = eng.list()?.into_iter().find(|c| {
+        c.labels()
+            .get(berth_orchestrator::controller::POD_UID_LABEL)
+            == Some(&p.uid)
+            && c.labels()
+                .get(berth_orchestrator::controller::CONTAINER_LABEL)
+                == Some(&want)
+    });
+    match found {
+        Some(c) => Ok(Some(c.id)),
+        None => bail!("container {want:?} in pod {reference:?} is waiting to start"),
+    }
+}
+
+/// `top pods`: CPU (millicores over a short sample) and memory of every pod.
+pub fn top_pods(g: &Global, name: Option<&str>, ns: Option<&str>) -> anyhow::Result<u8> {
+    let pods: Vec<PodView> = pod_views(g)?
+        .into_iter()
+        .filter(|p| ns.is_none_or(|n| n == p.ns) && name.is_none_or(|n| n == p.name))
+        .collect();
+    let ids: Vec<String> = pods
+        .iter()
+        .flat_map(|p| {
+            p.containers
+                .iter()
+                .filter(|(_, c)| c.state == "running")
+                .map(|(_, c)| c.id.clone())
+        })
+        .collect();
+    let sample = berth_orchestrator::metrics::sample(&ids, Duration::from_millis(500));
+    let mut rows = vec![];
+    let mut header = vec![];
+    if ns.is_none() {
+        header.push("NAMESPACE".to_string());
+    }
+    header.extend(["NAME", "CPU(cores)", "MEMORY(bytes)"].map(String::from));
+    rows.push(header);
+    for p in &pods {
+        let mine: Vec<&(String, u64, u64)> = sample
+            .iter()
+            .filter(|(id, _, _)| p.containers.iter().any(|(_, c)| &c.id == id))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let cpu: u64 = mine.iter().map(|s| s.1).sum();
+        let mem: u64 = mine.iter().map(|s| s.2).sum();
+        let mut r = vec![];
+        if ns.is_none() {
+            r.push(p.ns.clone());
+        }
+        r.extend([
+            p.name.clone(),
+            format!("{cpu}m"),
+            format!("{}Mi", mem >> 20),
+        ]);
+        rows.push(r);
+    }
+    if rows.len() == 1 {
+        if let Some(n) = name {
+            bail!("pods {n:?} not found (or not running)");
+        }
+        eprintln!(
+            "No resources found{}.",
+            ns.map(|n| format!(" in {n} namespace")).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    print_table(&rows);
     Ok(0)
 }

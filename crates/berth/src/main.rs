@@ -12,6 +12,7 @@ mod cmd_build;
 mod cmd_container;
 mod cmd_image;
 mod cmd_kube;
+mod cmd_kube_describe;
 mod cmd_network;
 mod cmd_registry;
 mod cmd_system;

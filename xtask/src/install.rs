@@ -35,6 +35,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "demo and fetch checks"),
     ("util-linux", "unshare, nsenter, mount"),
     ("procps", "ps in tests"),
+    ("gcc", "static attacker probes compiled by the escape tests"),
+    ("libc6-dev", "static libc for those probes (gcc -static)"),
 ];
 
 fn installed(package: &str) -> bool {

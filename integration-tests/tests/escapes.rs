@@ -1,0 +1,439 @@
+//! Secure defaults and escape regressions (issue 9): every test attacks from inside a
+//! container started the way users start them (`berth run`/`exec`, or berth-oci with a
+//! bundle where that is the path an engine uses) and asserts both that the attack was
+//! really attempted (the syscall was made, the file exists on the host) and that it
+//! failed (EPERM/EROFS/EACCES, the host file unchanged, no marker on the host).
+//!
+//! The attacker is `fixtures/escape-probe.c`, compiled static with gcc at test time
+//! and bind-mounted into the container at /probe.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use integration_tests::{
+    LeakCheck, TestRoots, bin_path, busybox_bundle, require_cmd, require_root, unique_id,
+    write_config,
+};
+
+const EPERM: i32 = libc::EPERM;
+const EACCES: i32 = libc::EACCES;
+const EROFS: i32 = libc::EROFS;
+
+/// The static attacker binary, compiled once per test binary into cargo's tmp dir.
+fn probe() -> PathBuf {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let gcc = require_cmd("gcc");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/escape-probe.c");
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            std::fs::create_dir_all(dir).unwrap();
+            let fin = dir.join("escape-probe");
+            let fresh = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+            if fresh(&fin).is_some() && fresh(&fin) >= fresh(&src) {
+                return fin;
+            }
+            let out = dir.join(format!("escape-probe-{}", std::process::id()));
+            let o = Command::new(gcc)
+                .args(["-static", "-O1", "-Wall", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "gcc -static escape-probe.c failed (needs gcc and libc6-dev): {}",
+                text(&o.stderr)
+            );
+            std::fs::rename(&out, &fin).unwrap();
+            fin
+        })
+        .clone()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `what=errno` lines of the probe's output.
+fn errnos(out: &str) -> BTreeMap<String, i32> {
+    out.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.split_whitespace().next()?.parse().ok()?;
+            Some((k.to_string(), v))
+        })
+        .collect()
+}
+
+fn errno_of(map: &BTreeMap<String, i32>, what: &str, out: &str) -> i32 {
+    *map.get(what)
+        .unwrap_or_else(|| panic!("probe printed no {what}=: {out}"))
+}
+
+/// Private roots with the busybox image, and a leak check on them.
+fn setup() -> (TestRoots, LeakCheck) {
+    require_root();
+    require_cmd("busybox");
+    let roots = TestRoots::new().unwrap();
+    let store = berth_image::Store::open(&roots.root().join("images")).unwrap();
+    berth_image::fixtures::busybox_image(&store, "busybox:latest").unwrap();
+    let leak = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
+    (roots, leak)
+}
+
+fn berth(roots: &TestRoots, args: &[&str]) -> Output {
+    roots
+        .berth()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth")
+}
+
+fn ok(roots: &TestRoots, args: &[&str]) -> String {
+    let o = berth(roots, args);
+    assert!(
+        o.status.success(),
+        "berth {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// `-v PROBE:/probe:ro`, the way a user hands a binary to a container.
+fn probe_mount() -> String {
+    format!("{}:/probe:ro", probe().display())
+}
+
+/// `berth run --rm --network none [flags] busybox ARGS`, stdout on success.
+fn run(roots: &TestRoots, flags: &[&str], args: &[&str]) -> String {
+    let pm = probe_mount();
+    let mut a = vec!["run", "--rm", "--network", "none", "-v", &pm];
+    a.extend_from_slice(flags);
+    a.push("busybox");
+    a.extend_from_slice(args);
+    ok(roots, &a)
+}
+
+/// `berth run -d` of a long sleeper with the probe, returns its name.
+fn run_detached(roots: &TestRoots, flags: &[&str], args: &[&str]) -> String {
+    let name = unique_id("esc");
+    let pm = probe_mount();
+    let mut a = vec!["run", "-d", "--name", &name, "--network", "none", "-v", &pm];
+    a.extend_from_slice(flags);
+    a.push("busybox");
+    a.extend_from_slice(args);
+    ok(roots, &a);
+    name
+}
+
+fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status: {status}"))
+        .trim()
+        .to_string()
+}
+
+fn sha256(path: &Path) -> Vec<u8> {
+    let data = std::fs::read(path).unwrap();
+    ring::digest::digest(&ring::digest::SHA256, &data)
+        .as_ref()
+        .to_vec()
+}
+
+/// docker's 14 default capabilities as a CapEff mask.
+fn docker_default_caps() -> u64 {
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+    // NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+    [0u32, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
+        .iter()
+        .fold(0u64, |m, c| m | 1 << c)
+}
+
+// ---------------------------------------------------------------------------
+// Secure defaults
+// ---------------------------------------------------------------------------
+
+/// CapEff/CapPrm/CapBnd are docker's 14, CapInh and CapAmb empty (CVE-2022-29162) for
+/// the init and for an exec'd process; seccomp is in filter mode; no_new_privs is off
+/// by default and on with `--security-opt no-new-privileges`; `berth info` says so.
+#[test]
+fn defaults_capabilities_seccomp_no_new_privs() {
+    let (roots, leak) = setup();
+    let want = format!("{:016x}", docker_default_caps());
+    let name = run_detached(&roots, &[], &["sleep", "60"]);
+    let init = ok(&roots, &["exec", &name, "cat", "/proc/1/status"]);
+    let exec = ok(&roots, &["exec", &name, "cat", "/proc/self/status"]);
+    for (who, st) in [("init", &init), ("exec", &exec)] {
+        for f in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(status_field(st, f), want, "{who} {f}");
+        }
+        assert_eq!(status_field(st, "CapInh"), "0000000000000000", "{who}");
+        assert_eq!(status_field(st, "CapAmb"), "0000000000000000", "{who}");
+        assert_eq!(status_field(st, "Seccomp"), "2", "{who}");
+        assert_eq!(status_field(st, "NoNewPrivs"), "0", "{who}");
+    }
+    ok(&roots, &["rm", "-f", &name]);
+    let st = run(
+        &roots,
+        &["--security-opt", "no-new-privileges"],
+        &["cat", "/proc/self/status"],
+    );
+    assert_eq!(status_field(&st, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&st, "CapEff"), want);
+    // berth info states the defaults in force, and they are the ones above
+    let info = ok(&roots, &["info"]);
+    assert!(info.contains("seccomp"), "{info}");
+    for cap in ["CAP_NET_RAW", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"] {
+        assert!(info.contains(cap), "berth info misses {cap}: {info}");
+    }
+    for cap in ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_NET_ADMIN"] {
+        assert!(!info.contains(cap), "berth info lists {cap}: {info}");
+    }
+    leak.assert_clean();
+}
+
+/// The default seccomp profile answers EPERM to every class docker's blocks, while the
+/// calls a program needs work. The unconfined control proves the probe's calls reach
+/// the kernel (they do not fail with EPERM there), so the EPERM comes from the filter.
+#[test]
+fn default_seccomp_blocks_dangerous_syscalls() {
+    let (roots, leak) = setup();
+    let out = run(&roots, &[], &["/probe", "blocked"]);
+    let got = errnos(&out);
+    for what in [
+        "unshare_user",
+        "keyctl",
+        "add_key",
+        "userfaultfd",
+        "perf_event_open",
+        "clock_settime",
+        "settimeofday",
+        "personality",
+        "unshare_mnt",
+        "unshare_net",
+        "mount",
+        "setns",
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "bpf",
+        "reboot",
+        "swapon",
+        "swapoff",
+        "quotactl",
+        "acct",
+        "pivot_root",
+        "open_by_handle_at",
+    ] {
+        assert_eq!(errno_of(&got, what, &out), EPERM, "{what} not blocked: {out}");
+    }
+    let out = run(&roots, &[], &["/probe", "allowed"]);
+    for (what, e) in errnos(&out) {
+        assert_eq!(e, 0, "{what} fails under the default profile: {out}");
+    }
+    let out = run(
+        &roots,
+        &["--security-opt", "seccomp=unconfined"],
+        &["/probe", "blocked-unprivileged"],
+    );
+    let got = errnos(&out);
+    assert_eq!(got.len(), 8, "{out}");
+    for (what, e) in got {
+        assert_ne!(e, EPERM, "{what}: EPERM even without seccomp: {out}");
+    }
+    leak.assert_clean();
+}
+
+/// Masked paths read as empty, and /proc/sys, /proc/sysrq-trigger, /proc/irq are
+/// read-only (opened for writing: EROFS; the probe never writes).
+#[test]
+fn masked_and_read_only_proc_and_sys() {
+    let (roots, leak) = setup();
+    let out = run(
+        &roots,
+        &[],
+        &[
+            "/probe",
+            "read",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/proc/sys/kernel/core_pattern",
+        ],
+    );
+    for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list"] {
+        let line = out.lines().find(|l| l.starts_with(p)).unwrap();
+        assert!(line.ends_with("bytes=0"), "{p} not masked: {line}");
+    }
+    // the control: an unmasked file reads non-empty through the same probe
+    assert!(
+        !out.contains("/proc/sys/kernel/core_pattern=0 bytes=0")
+            && out.contains("/proc/sys/kernel/core_pattern=0"),
+        "{out}"
+    );
+    let host_firmware = std::fs::read_dir("/sys/firmware").unwrap().count();
+    assert!(host_firmware > 0, "host /sys/firmware is empty: no control");
+    let ls = run(&roots, &[], &["ls", "-A", "/sys/firmware"]);
+    assert_eq!(ls.trim(), "", "/sys/firmware not masked");
+    let paths = [
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sys/kernel/modprobe",
+        "/proc/sys/vm/drop_caches",
+        "/proc/sysrq-trigger",
+        "/proc/irq/default_smp_affinity",
+        "/proc/bus/pci/devices",
+    ];
+    let core_before = std::fs::read("/proc/sys/kernel/core_pattern").unwrap();
+    let mut args = vec!["/probe", "open-w"];
+    args.extend(paths.iter().filter(|p| Path::new(p).exists()));
+    let out = run(&roots, &[], &args);
+    let got = errnos(&out);
+    for p in &args[2..] {
+        assert_eq!(errno_of(&got, p, &out), EROFS, "{p} writable: {out}");
+    }
+    assert_eq!(
+        std::fs::read("/proc/sys/kernel/core_pattern").unwrap(),
+        core_before
+    );
+    leak.assert_clean();
+}
+
+// ---------------------------------------------------------------------------
+// Escapes
+// ---------------------------------------------------------------------------
+
+/// Host cgroup files (the container's own cgroup, the v1 hierarchies, the cgroup2
+/// mount) and /proc/sys cannot be opened for writing; mounting a cgroup hierarchy to
+/// reach release_agent is refused.
+#[test]
+fn host_cgroup_and_proc_sys_not_writable() {
+    let (roots, leak) = setup();
+    let listing = run(
+        &roots,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "find /sys/fs/cgroup -maxdepth 2 -type f \\( -name cgroup.procs -o -name 'memory.limit_in_bytes' -o -name 'pids.max' -o -name 'devices.allow' -o -name release_agent -o -name notify_on_release \\)",
+        ],
+    );
+    let mut files: Vec<&str> = listing.lines().collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("cgroup.procs")),
+        "no cgroup files visible in the container, nothing attacked: {listing}"
+    );
+    files.push("/proc/sys/kernel/core_pattern");
+    files.push("/proc/sys/net/ipv4/ip_forward");
+    let mut args = vec!["/probe", "open-w"];
+    args.extend(files.iter().copied());
+    let out = run(&roots, &[], &args);
+    let got = errnos(&out);
+    for f in &files {
+        let e = errno_of(&got, f, &out);
+        assert!(
+            e == EROFS || e == EACCES || e == EPERM,
+            "{f} opened for writing (errno {e}): {out}"
+        );
+    }
+    let o = berth(
+        &roots,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg && echo MOUNTED",
+        ],
+    );
+    assert!(!o.status.success() && !text(&o.stdout).contains("MOUNTED"));
+    leak.assert_clean();
+}
+
+/// The host's block device (the one holding /) made with mknod inside: docker allows
+/// the mknod (CAP_MKNOD) but the device cgroup refuses the open; without CAP_MKNOD the
+/// mknod itself fails.
+#[test]
+fn mknod_of_host_block_device_cannot_be_opened() {
+    let (roots, leak) = setup();
+    let (maj, min) = host_block_device();
+    let (maj, min) = (maj.to_string(), min.to_string());
+    let out = run(&roots, &[], &["/probe", "mknod", "/tmp/disk", &maj, &min]);
+    let got = errnos(&out);
+    assert_eq!(errno_of(&got, "mknod", &out), 0, "{out}");
+    assert_eq!(errno_of(&got, "open", &out), EPERM, "{out}");
+    let out = run(
+        &roots,
+        &["--cap-drop", "MKNOD"],
+        &["/probe", "mknod", "/tmp/disk", &maj, &min],
+    );
+    assert_eq!(errno_of(&errnos(&out), "mknod", &out), EPERM, "{out}");
+    leak.assert_clean();
+}
+
+/// major:minor of a real block device on the host (that of /, else the first disk).
+fn host_block_device() -> (u32, u32) {
+    let dev = std::fs::metadata("/").unwrap().dev();
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    if maj != 0 {
+        return (maj, min);
+    }
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("dev"))
+            && let Some((a, b)) = s.trim().split_once(':')
+            && !e.file_name().to_string_lossy().starts_with("loop")
+        {
+            return (a.parse().unwrap(), b.parse().unwrap());
+        }
+    }
+    panic!("no block device on the host to attack");
+}
+
+/// Raw and packet sockets need CAP_NET_RAW (in docker's default set, so the default
+/// run is the control); mount needs CAP_SYS_ADMIN, which a container lacks.
+#[test]
+fn raw_sockets_and_mount_without_capability() {
+    let (roots, leak) = setup();
+    let out = run(&roots, &[], &["/probe", "rawsock"]);
+    assert_eq!(errno_of(&errnos(&out), "raw_socket", &out), 0, "{out}");
+    let out = run(&roots, &["--cap-drop", "NET_RAW"], &["/probe", "rawsock"]);
+    let got = errnos(&out);
+    assert_eq!(errno_of(&got, "raw_socket", &out), EPERM, "{out}");
+    assert_eq!(errno_of(&got, "packet_socket", &out), EPERM, "{out}");
+    // with seccomp out of the way the capability checks alone refuse mounts, new
+    // namespaces and the other privileged calls
+    let out = run(
+        &roots,
+        &["--security-opt", "seccomp=unconfined"],
+        &["/probe", "blocked"],
+    );
+    let got = errnos(&out);
+    for what in [
+        "mount",
+        "unshare_mnt",
+        "unshare_net",
+        "setns",
+        "reboot",
+        "swapon",
+        "swapoff",
+        "acct",
+    ] {
+        assert_eq!(errno_of(&got, what, &out), EPERM, "{what}: {out}");
+    }
+    leak.assert_clean();
+}

@@ -437,3 +437,244 @@ fn raw_sockets_and_mount_without_capability() {
     }
     leak.assert_clean();
 }
+
+// ---------------------------------------------------------------------------
+// The runtime's own process and binary (berth-oci with a bundle, as engines use it)
+// ---------------------------------------------------------------------------
+
+/// A busybox bundle with the probe at /probe and `#!/proc/self/exe` at /evil, and a
+/// private berth-oci root; removes what it made.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+}
+
+impl Bundle {
+    fn new(args: &[&str]) -> Bundle {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-esc-")
+            .tempdir()
+            .unwrap();
+        let b = busybox_bundle(&dir.path().join("bundle"), args).unwrap();
+        std::fs::copy(probe(), b.join("rootfs/probe")).unwrap();
+        std::fs::write(b.join("rootfs/evil"), "#!/proc/self/exe\n").unwrap();
+        std::fs::set_permissions(
+            b.join("rootfs/evil"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Bundle {
+            dir,
+            id: unique_id("esc"),
+        }
+    }
+
+    fn marker(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    fn config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.bundle().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        write_config(&self.bundle(), &v).unwrap();
+    }
+
+    fn oci(&self) -> Command {
+        let mut c = Command::new(bin_path("berth-oci"));
+        c.arg("--root").arg(self.dir.path().join("root"));
+        c
+    }
+
+    /// Runs a verb to completion with its output captured.
+    fn out(&self, args: &[&str]) -> Output {
+        self.oci().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs a verb that leaves a process behind, its stdout and stderr going to
+    /// `log` (appended), and asserts it succeeded.
+    fn bg(&self, args: &[&str], log: &Path) {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let st = self
+            .oci()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "berth-oci {args:?}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    fn create(&self, log: &Path) {
+        let b = self.bundle();
+        self.bg(&["create", "--bundle", b.to_str().unwrap(), &self.id], log);
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = self.out(&["delete", "--force", &self.id]);
+    }
+}
+
+fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if s.contains(needle) || Instant::now() > end {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The runtime's init, waiting in the container between create and start, is not
+/// dumpable: a process exec'd into the container cannot open its /proc/1/exe (the
+/// CVE-2019-5736 handle) or environ, nor ptrace it. After start, pid 1 is the user's
+/// program and the same probe opens its exe: the control that the probe works.
+#[test]
+fn runtime_init_not_dumpable_nor_ptraceable() {
+    let b = Bundle::new(&["sleep", "30"]);
+    let leak = LeakCheck::new(&[b.marker(), b.id.clone()]);
+    let log = b.dir.path().join("log");
+    b.create(&log);
+    let o = b.out(&["exec", &b.id, "/probe", "trace", "1"]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    let got = errnos(&out);
+    assert_eq!(errno_of(&got, "open_exe", &out), EACCES, "{out}");
+    assert_eq!(errno_of(&got, "readlink_exe", &out), EACCES, "{out}");
+    assert_eq!(errno_of(&got, "open_environ", &out), EACCES, "{out}");
+    assert_eq!(errno_of(&got, "ptrace_attach", &out), EPERM, "{out}");
+    let o = b.out(&["start", &b.id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = b.out(&["exec", &b.id, "/probe", "trace", "1"]);
+    let out = text(&o.stdout);
+    assert_eq!(errno_of(&errnos(&out), "open_exe", &out), 0, "{out}");
+    let o = b.out(&["delete", "--force", &b.id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    leak.assert_clean();
+}
+
+/// Checks the outcome of a CVE-2019-5736 attack: `attempt` is how the runtime
+/// answered the request to run `#!/proc/self/exe` (this kernel refuses to run the
+/// runtime's protected binary that way: "no such file or directory"); if it did run,
+/// the watcher's lines say whether the binary could be reopened for writing (a sealed
+/// copy may be; the host's inode never). The host binary must be unchanged.
+fn assert_exe_attack_failed(attempt: &Output, watch: &str, host_bin: &Path, sha_before: &[u8]) {
+    let m = host_bin.metadata().unwrap();
+    let host = format!("dev={} ino={}", m.dev(), m.ino());
+    let caught: Vec<&str> = watch
+        .lines()
+        .filter(|l| l.starts_with("write ") && !l.starts_with("write /probe-copy"))
+        .collect();
+    if caught.is_empty() {
+        assert!(
+            !attempt.status.success()
+                && text(&attempt.stderr).contains("\"/evil\": no such file or directory"),
+            "the runtime ran /evil but the watcher never caught it: {}\n{watch}",
+            text(&attempt.stderr)
+        );
+    }
+    for line in caught {
+        let e: i32 = line
+            .split_once('=')
+            .and_then(|(_, v)| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert!(
+            (e == 0 && !line.contains(&host)) || [EROFS, EPERM, EACCES].contains(&e),
+            "the runtime's binary was opened for writing: {line}\n{watch}"
+        );
+    }
+    assert_eq!(sha256(host_bin), sha_before, "host runtime binary changed");
+}
+
+/// The control of the watcher: a non-busybox binary exec'd into the container (a copy
+/// of the probe) is caught and its exe opened.
+fn assert_watcher_caught_control(watch: &str) {
+    assert!(
+        watch.lines().any(|l| l.starts_with("write /probe-copy=")),
+        "the watcher did not catch the control binary: {watch}"
+    );
+}
+
+/// CVE-2019-5736 through `berth exec`: the container writes `#!/proc/self/exe` to
+/// /evil and a user runs `berth exec CTR /evil`, so the runtime's exec'd process would
+/// become the runtime's binary inside the container; the attacker (pid 1) watches for
+/// it and tries to reopen its exe for writing.
+#[test]
+fn proc_self_exe_overwrite_from_exec() {
+    let (roots, mut leak) = setup();
+    let host_bin = bin_path("berth-oci");
+    let before = sha256(&host_bin);
+    let name = run_detached(&roots, &[], &["/probe", "exe-watch", "20"]);
+    leak.add_marker(name.clone());
+    ok(
+        &roots,
+        &[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "printf '#!/proc/self/exe\\n' > /evil && chmod 755 /evil && cp /probe /probe-copy",
+        ],
+    );
+    let attempt = berth(&roots, &["exec", &name, "/evil"]);
+    ok(&roots, &["exec", &name, "/probe-copy", "exe-watch", "1"]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut watch = String::new();
+    while Instant::now() < end && !watch.contains("write /probe-copy") {
+        std::thread::sleep(Duration::from_millis(50));
+        watch = ok(&roots, &["logs", &name]);
+    }
+    assert_watcher_caught_control(&watch);
+    assert_exe_attack_failed(&attempt, &watch, &host_bin, &before);
+    ok(&roots, &["rm", "-f", &name]);
+    leak.assert_clean();
+}
+
+/// CVE-2019-5736 from the init: the container's entrypoint is `#!/proc/self/exe`, so
+/// the runtime's init would exec the runtime's binary as pid 1; an attacker exec'd
+/// into the container before start sees the waiting init hidden (not dumpable) and
+/// watches for the binary.
+#[test]
+fn proc_self_exe_overwrite_from_init() {
+    let b = Bundle::new(&["/evil"]);
+    let leak = LeakCheck::new(&[b.marker(), b.id.clone()]);
+    let host_bin = bin_path("berth-oci");
+    let before = sha256(&host_bin);
+    let log = b.dir.path().join("log");
+    let watch = b.dir.path().join("watch");
+    b.create(&log);
+    b.bg(
+        &["exec", "--detach", &b.id, "/probe", "exe-watch", "10"],
+        &watch,
+    );
+    let seen = wait_for_text(&watch, "hidden 1=", Duration::from_secs(10));
+    assert!(
+        seen.contains(&format!("hidden 1={EACCES}")),
+        "the waiting init was not hidden: {seen}"
+    );
+    let attempt = b.out(&["start", &b.id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::fs::read_to_string(&watch).unwrap();
+    assert_exe_attack_failed(&attempt, &out, &host_bin, &before);
+    let o = b.out(&["delete", "--force", &b.id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    leak.assert_clean();
+}

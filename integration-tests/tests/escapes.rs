@@ -197,7 +197,12 @@ fn defaults_capabilities_seccomp_no_new_privs() {
     for cap in ["CAP_NET_RAW", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"] {
         assert!(info.contains(cap), "berth info misses {cap}: {info}");
     }
-    for cap in ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_NET_ADMIN"] {
+    for cap in [
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_MODULE",
+        "CAP_NET_ADMIN",
+    ] {
         assert!(!info.contains(cap), "berth info lists {cap}: {info}");
     }
     leak.assert_clean();
@@ -238,7 +243,11 @@ fn default_seccomp_blocks_dangerous_syscalls() {
         "pivot_root",
         "open_by_handle_at",
     ] {
-        assert_eq!(errno_of(&got, what, &out), EPERM, "{what} not blocked: {out}");
+        assert_eq!(
+            errno_of(&got, what, &out),
+            EPERM,
+            "{what} not blocked: {out}"
+        );
     }
     let out = run(&roots, &[], &["/probe", "allowed"]);
     for (what, e) in errnos(&out) {
@@ -676,5 +685,358 @@ fn proc_self_exe_overwrite_from_init() {
     assert_exe_attack_failed(&attempt, &out, &host_bin, &before);
     let o = b.out(&["delete", "--force", &b.id]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    leak.assert_clean();
+}
+
+/// Open descriptors of a container process other than 0, 1 and 2 (the probe's own
+/// /proc/self/fd listing excluded), with their targets.
+fn extra_fds(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("fd "))
+        .filter(|l| !["0 ", "1 ", "2 "].iter().any(|p| l.starts_with(p)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// CVE-2024-21626: no host descriptor leaks into the container's init or an exec'd
+/// process, and a working directory of /proc/self/fd/N (the runc exploit) never
+/// lands on a host directory: either the start fails or the process is inside and
+/// cannot climb to a host file.
+#[test]
+fn no_leaked_fds_or_host_working_directory() {
+    let (roots, mut leak) = setup();
+    let secret = roots.path().join("host-secret");
+    std::fs::write(&secret, "host only").unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    let out = run(&roots, &[], &["/probe", "fds"]);
+    assert!(out.contains("cwd -> /\n"), "{out}");
+    assert_eq!(extra_fds(&out), Vec::<String>::new(), "init: {out}");
+    let name = run_detached(&roots, &[], &["sleep", "60"]);
+    leak.add_marker(name.clone());
+    let out = ok(&roots, &["exec", &name, "/probe", "fds"]);
+    assert_eq!(extra_fds(&out), Vec::<String>::new(), "exec: {out}");
+    for n in 3..=9 {
+        let cwd = format!("/proc/self/fd/{n}");
+        for how in ["exec", "run"] {
+            let pm = probe_mount();
+            let o = if how == "exec" {
+                berth(
+                    &roots,
+                    &["exec", "-w", &cwd, &name, "/probe", "climb", &secret],
+                )
+            } else {
+                berth(
+                    &roots,
+                    &[
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        "-v",
+                        &pm,
+                        "-w",
+                        &cwd,
+                        "busybox",
+                        "/probe",
+                        "climb",
+                        &secret,
+                    ],
+                )
+            };
+            let out = text(&o.stdout);
+            if o.status.success() {
+                assert_ne!(
+                    errno_of(&errnos(&out), "climb", &out),
+                    0,
+                    "{how} -w {cwd} reached the host file {secret}"
+                );
+            }
+        }
+    }
+    ok(&roots, &["rm", "-f", &name]);
+    // the runtime path engines use: config.json's cwd
+    let b = Bundle::new(&["/probe", "fds"]);
+    let bundle = b.bundle().display().to_string();
+    let o = b.out(&["run", "--bundle", &bundle, &b.id]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert_eq!(
+        extra_fds(&out),
+        Vec::<String>::new(),
+        "berth-oci run: {out}"
+    );
+    for n in 3..=9 {
+        let cwd = format!("/proc/self/fd/{n}");
+        b.config(|v| {
+            v["process"]["cwd"] = cwd.clone().into();
+            v["process"]["args"] = serde_json::json!(["/probe", "climb", secret]);
+        });
+        let o = b.out(&["run", "--bundle", &bundle, &format!("{}-{n}", b.id)]);
+        let out = text(&o.stdout);
+        if o.status.success() {
+            assert_ne!(
+                errno_of(&errnos(&out), "climb", &out),
+                0,
+                "berth-oci run with cwd {cwd} reached the host file"
+            );
+        }
+        let _ = b.out(&["delete", "--force", &format!("{}-{n}", b.id)]);
+    }
+    drop(b);
+    leak.assert_clean();
+}
+
+// ---------------------------------------------------------------------------
+// Crafted images
+// ---------------------------------------------------------------------------
+
+/// One entry of a hand-made tar: the tar crate refuses to write the hostile names.
+struct RawEntry<'a> {
+    kind: u8,
+    name: &'a str,
+    link: &'a str,
+    data: &'a [u8],
+}
+
+fn file<'a>(name: &'a str, data: &'a [u8]) -> RawEntry<'a> {
+    RawEntry {
+        kind: b'0',
+        name,
+        link: "",
+        data,
+    }
+}
+
+fn symlink_entry<'a>(name: &'a str, target: &'a str) -> RawEntry<'a> {
+    RawEntry {
+        kind: b'2',
+        name,
+        link: target,
+        data: b"",
+    }
+}
+
+fn hardlink_entry<'a>(name: &'a str, target: &'a str) -> RawEntry<'a> {
+    RawEntry {
+        kind: b'1',
+        name,
+        link: target,
+        data: b"",
+    }
+}
+
+/// A ustar archive of `entries`, names written byte for byte.
+fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        assert!(e.name.len() < 100 && e.link.len() < 100, "{}", e.name);
+        let mut h = [0u8; 512];
+        h[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        let mode = if e.kind == b'5' { 0o755 } else { 0o644 };
+        h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", e.data.len()).as_bytes());
+        h[136..148].copy_from_slice(format!("{:011o}\0", 946_684_800).as_bytes());
+        h[156] = e.kind;
+        h[157..157 + e.link.len()].copy_from_slice(e.link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(e.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// The busybox rootfs as an uncompressed layer.
+fn busybox_layer(dir: &Path) -> Vec<u8> {
+    let rootfs = dir.join("busybox-rootfs");
+    integration_tests::busybox_rootfs(&rootfs).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &rootfs).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Tags `tag` in the roots' store: busybox plus one crafted layer on top.
+fn crafted_image(roots: &TestRoots, tag: &str, base: &[u8], entries: &[RawEntry]) {
+    let store = berth_image::Store::open(&roots.root().join("images")).unwrap();
+    berth_image::fixtures::image_from_layers(
+        &store,
+        tag,
+        &[base.to_vec(), raw_tar(entries)],
+        &["sh"],
+    )
+    .unwrap();
+}
+
+/// Everything under `dir` (names relative to it), to compare before and after.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// CVE-2021-30465 class: the image makes a volume's target a symlink pointing out of
+/// the rootfs (absolute and `../` forms); binds, tmpfs and a named volume (filled from
+/// the image) must all land inside the container's root, and the host directory the
+/// links name is untouched (no new file, no mount, not copied into the volume).
+#[test]
+fn mount_target_symlink_stays_in_rootfs() {
+    let (roots, leak) = setup();
+    let host = roots.path().join("host-dir");
+    let names = ["abs", "rel", "tmp", "vol"];
+    for n in names {
+        std::fs::create_dir_all(host.join(n)).unwrap();
+        std::fs::write(host.join(n).join("hostfile"), "host only").unwrap();
+    }
+    let at = |n: &str| host.join(n).display().to_string();
+    let rel = format!("../../../../../../../../../..{}", at("rel"));
+    let base = busybox_layer(roots.path());
+    crafted_image(
+        &roots,
+        "evil-mounts:1",
+        &base,
+        &[
+            symlink_entry("evil-abs", &at("abs")),
+            symlink_entry("evil-rel", &rel),
+            symlink_entry("evil-tmp", &at("tmp")),
+            symlink_entry("evil-vol", &at("vol")),
+        ],
+    );
+    let before = tree(&host);
+    let (v1, v2) = (roots.path().join("v1"), roots.path().join("v2"));
+    for v in [&v1, &v2] {
+        std::fs::create_dir(v).unwrap();
+        std::fs::write(v.join("volfile"), "volume").unwrap();
+    }
+    let vol = unique_id("escvol");
+    let m1 = format!("{}:/evil-abs", v1.display());
+    let m2 = format!("{}:/evil-rel", v2.display());
+    let m3 = format!("{vol}:/evil-vol");
+    let out = ok(
+        &roots,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &m1,
+            "-v",
+            &m2,
+            "-v",
+            &m3,
+            "--tmpfs",
+            "/evil-tmp",
+            "evil-mounts:1",
+            "sh",
+            "-c",
+            "ls /evil-abs /evil-rel /evil-tmp /evil-vol; for d in abs rel tmp vol; do touch /evil-$d/from-ctr; done",
+        ],
+    );
+    assert!(!out.contains("hostfile"), "host directory visible: {out}");
+    assert!(out.matches("volfile").count() == 2, "{out}");
+    assert!(v1.join("from-ctr").exists() && v2.join("from-ctr").exists());
+    assert_eq!(tree(&host), before, "the host directory changed");
+    ok(&roots, &["volume", "rm", &vol]);
+    leak.assert_clean();
+}
+
+/// Layer extraction escapes (berth-image/src/unpack.rs, reached by `berth run` of a
+/// pulled or loaded image): `..`, absolute paths, a symlink then a file through it, a
+/// hardlink to a host file, a symlink then a hardlink through it. Each image fails to
+/// unpack or unpacks harmlessly; the host directory and file are untouched (no new
+/// entry, the victim's link count still 1).
+#[test]
+fn layer_extraction_stays_inside_root() {
+    let (roots, leak) = setup();
+    let host = roots.path().join("host-dir");
+    std::fs::create_dir(&host).unwrap();
+    let victim = host.join("victim");
+    std::fs::write(&victim, "host only").unwrap();
+    let abs = host.display().to_string();
+    let up = "../../../../../../../../../../../../..";
+    let dotdot = format!("{up}{abs}/dotdot");
+    let absolute = format!("{abs}/absolute");
+    let via_rel = format!("{up}{abs}");
+    let victim_s = victim.display().to_string();
+    let victim_rel = format!("{up}{victim_s}");
+    let base = busybox_layer(roots.path());
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
+        ("dotdot", vec![file(&dotdot, b"x")]),
+        ("absolute", vec![file(&absolute, b"x")]),
+        (
+            "symlink-abs",
+            vec![symlink_entry("l", &abs), file("l/through-abs", b"x")],
+        ),
+        (
+            "symlink-rel",
+            vec![symlink_entry("l", &via_rel), file("l/through-rel", b"x")],
+        ),
+        ("hardlink-abs", vec![hardlink_entry("h", &victim_s)]),
+        ("hardlink-rel", vec![hardlink_entry("h", &victim_rel)]),
+        (
+            "symlink-hardlink",
+            vec![symlink_entry("l", &abs), hardlink_entry("h", "l/victim")],
+        ),
+        (
+            "symlink-then-overwrite",
+            vec![symlink_entry("l", &victim_s), file("l", b"overwritten")],
+        ),
+    ];
+    for (name, entries) in &cases {
+        let tag = format!("evil-{name}:1");
+        crafted_image(&roots, &tag, &base, entries);
+        let o = berth(
+            &roots,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                &tag,
+                "sh",
+                "-c",
+                "cat /h /l 2>/dev/null; ls /",
+            ],
+        );
+        assert_eq!(tree(&host), vec!["victim".to_string()], "{name}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "host only",
+            "{name}"
+        );
+        assert_eq!(victim.metadata().unwrap().nlink(), 1, "{name}: hardlinked");
+        assert!(
+            !text(&o.stdout).contains("host only"),
+            "{name}: the container reads the host file"
+        );
+        // a refused layer says why
+        if !o.status.success() {
+            assert!(
+                text(&o.stderr).contains(name.split('-').next().unwrap())
+                    || text(&o.stderr).contains("unsafe")
+                    || text(&o.stderr).contains("outside"),
+                "{name}: {}",
+                text(&o.stderr)
+            );
+        }
+    }
     leak.assert_clean();
 }

@@ -241,6 +241,13 @@ impl Drop for TestRoots {
     /// with the root so no test leaves a bridge or its nft table behind.
     fn drop(&mut self) {
         if self.root().join("berth.db").exists() {
+            // sandboxes (pods) first: their endpoints keep a network in use
+            let _ = self
+                .berth()
+                .args(["network", "prune", "-f"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
             let _ = self
                 .berth()
                 .args(["network", "rm", "bridge"])

@@ -390,6 +390,11 @@ impl Engine {
             cfg.network.hostname = h.clone();
         }
         network::validate(&self.conn, &cfg.network)?;
+        if let network::NetworkMode::Container(target) = cfg.network.mode() {
+            // by id, so a rename of the target does not break the join
+            let t = self.get(&target)?;
+            cfg.network.network = network::NetworkMode::Container(t.id).to_string();
+        }
         let specs = config::mounts_of(&cfg)?;
         let id = names::new_id();
         let image_id = image.config_digest.to_string();

@@ -11,12 +11,14 @@
 pub mod config;
 pub mod container;
 pub mod cp;
+pub mod dns;
 pub mod error;
 pub mod logs;
 pub mod monitor;
 pub mod names;
 pub mod network;
 pub mod runtime;
+pub mod sandbox;
 pub mod spec;
 pub mod store;
 pub mod timefmt;

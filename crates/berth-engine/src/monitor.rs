@@ -314,6 +314,8 @@ pub fn run(root: &Path, state_dir: &Path, id: &str) -> i32 {
 struct Running {
     pid: i32,
     pumps: Vec<std::thread::JoinHandle<()>>,
+    /// The embedded DNS server in the container's namespace, while it runs.
+    dns: Option<berth_net::dns::Server>,
 }
 
 fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) -> Result<i32> {
@@ -354,6 +356,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
         for p in running.pumps {
             let _ = p.join();
         }
+        drop(running.dns);
         let _ = rt.delete(&c.id);
         let now = match engine.get(id) {
             Ok(c) => c,
@@ -495,7 +498,27 @@ fn start_once(
     std::fs::create_dir_all(&bundle).map_err(Error::io("create directory", &bundle))?;
     engine.mount_rootfs(c)?;
     let req = c.network_request();
-    let att = crate::network::setup(&engine.conn, &engine.root, &engine.state, &c.id, &req)?;
+    let att = crate::sandbox::setup_for(engine, c)?;
+    // bound before the container runs, so its first query finds the server
+    let dns = match (&att.dns, &att.netns) {
+        (Some(net), crate::network::Netns::Path(ns)) => {
+            match crate::dns::serve(&engine.root, ns, net) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    if !req.mode().is_joined() {
+                        let _ = crate::network::teardown(
+                            &engine.conn,
+                            &engine.root,
+                            &engine.state,
+                            &c.id,
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     engine.update(
         &c.id,
         "attachment = ?2",
@@ -629,7 +652,7 @@ fn start_once(
         "state = CASE WHEN state = 'removing' THEN state ELSE 'running' END, pid = ?2, started_at = ?3, finished_at = ''",
         &[&i64::from(pid), &now],
     )?;
-    Ok(Running { pid, pumps })
+    Ok(Running { pid, pumps, dns })
 }
 
 /// The window size of the terminal on our stdin or stdout (the caller's), if any.

@@ -50,18 +50,44 @@ CREATE TABLE IF NOT EXISTS endpoints (
     netns TEXT NOT NULL,
     hosts TEXT NOT NULL,
     names TEXT NOT NULL DEFAULT '[]',
-    ports TEXT NOT NULL DEFAULT '[]'
+    ports TEXT NOT NULL DEFAULT '[]',
+    extra_hosts TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS endpoints_network ON endpoints(network);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    request TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    created TEXT NOT NULL,
+    dir TEXT NOT NULL,
+    attachment TEXT NOT NULL DEFAULT ''
+);
 ";
+
+/// Adds what later versions added to the tables of an older database.
+pub(crate) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('endpoints') WHERE name = 'extra_hosts'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE endpoints ADD COLUMN extra_hosts TEXT NOT NULL DEFAULT '[]'",
+        )?;
+    }
+    Ok(())
+}
 
 /// Name of every root's default network.
 pub const DEFAULT_NETWORK: &str = "bridge";
 
 /// What a container asks of the network (from `run` flags).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Request {
-    /// "" or "bridge" = default bridge, "host", "none", or a user network name.
+    /// "" or "bridge" = default bridge, "host", "none", a user network name,
+    /// `container:ID` (share a running container's namespace) or `sandbox:NAME` (join
+    /// a sandbox, see [`crate::sandbox`]); [`NetworkMode`] parses it.
     pub network: String,
     /// `-p` values as typed.
     pub ports: Vec<String>,
@@ -75,6 +101,77 @@ pub struct Request {
     pub name: String,
     /// Extra names on a user network.
     pub aliases: Vec<String>,
+    /// A fixed address on the network (`--ip`), else the next free one.
+    pub ip: Option<Ipv4Addr>,
+    /// Extra hosts-file lines, `NAME:IP` (`--add-host`).
+    pub extra_hosts: Vec<String>,
+    /// Search domains for resolv.conf (`--dns-search`).
+    pub dns_search: Vec<String>,
+    /// Use the embedded DNS server (127.0.0.11) even on the default bridge; user
+    /// networks and sandboxes always do. On the default bridge it answers records
+    /// of [`crate::dns`] and forwards the rest, but not container names (as docker).
+    pub embedded_dns: bool,
+}
+
+/// The network modes of [`Request::network`], parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A bridge network: the default one (`bridge`) or a user network by name.
+    Bridge(String),
+    /// The host's namespace.
+    Host,
+    /// A namespace with only lo.
+    None,
+    /// The namespace of another (running) container, by id, id prefix or name
+    /// (`container:NAME`).
+    Container(String),
+    /// The namespace of a sandbox made with [`crate::sandbox::create`]
+    /// (`sandbox:NAME`).
+    Sandbox(String),
+}
+
+impl NetworkMode {
+    /// Parses a `--network` value.
+    pub fn parse(s: &str) -> NetworkMode {
+        match s {
+            "" | DEFAULT_NETWORK => NetworkMode::Bridge(DEFAULT_NETWORK.into()),
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            _ => {
+                if let Some(c) = s.strip_prefix("container:") {
+                    NetworkMode::Container(c.into())
+                } else if let Some(n) = s.strip_prefix("sandbox:") {
+                    NetworkMode::Sandbox(n.into())
+                } else {
+                    NetworkMode::Bridge(s.into())
+                }
+            }
+        }
+    }
+
+    /// Whether the container shares a namespace it does not own.
+    pub fn is_joined(&self) -> bool {
+        matches!(self, NetworkMode::Container(_) | NetworkMode::Sandbox(_))
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkMode::Bridge(n) => f.write_str(n),
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Container(c) => write!(f, "container:{c}"),
+            NetworkMode::Sandbox(s) => write!(f, "sandbox:{s}"),
+        }
+    }
+}
+
+impl Request {
+    /// The parsed network mode.
+    pub fn mode(&self) -> NetworkMode {
+        NetworkMode::parse(&self.network)
+    }
 }
 
 /// Which network namespace the container gets.
@@ -107,6 +204,11 @@ pub struct Attachment {
     pub hosts: Option<PathBuf>,
     /// To bind-mount at /etc/resolv.conf.
     pub resolv_conf: Option<PathBuf>,
+    /// The embedded DNS server answers in this namespace (resolv.conf names
+    /// 127.0.0.11): `Some(network)` whose members' names it resolves (`Some("")` for
+    /// records and forwarding only), `None` without it.
+    #[serde(default)]
+    pub dns: Option<String>,
 }
 
 /// One published port.
@@ -200,6 +302,58 @@ pub enum Error {
     NoSubnet {
         /// Pool searched.
         pool: &'static str,
+    },
+    /// `--ip` outside the subnet or reserved.
+    #[error("address {ip} is not a usable address of network {network} ({subnet})")]
+    BadIp {
+        /// Asked for.
+        ip: Ipv4Addr,
+        /// Network.
+        network: String,
+        /// Its subnet.
+        subnet: String,
+    },
+    /// `--ip` already held.
+    #[error("address {ip} is already in use on network {network}")]
+    IpInUse {
+        /// Asked for.
+        ip: Ipv4Addr,
+        /// Network.
+        network: String,
+    },
+    /// `--add-host` value.
+    #[error("invalid extra host {value:?}: use NAME:IPV4")]
+    BadHost {
+        /// As given.
+        value: String,
+    },
+    /// A flag that does not go with the network mode.
+    #[error("{what} cannot be used with network mode {mode}")]
+    Conflict {
+        /// The flag.
+        what: &'static str,
+        /// The mode.
+        mode: String,
+    },
+    /// No such sandbox.
+    #[error("sandbox {name} not found")]
+    UnknownSandbox {
+        /// As given.
+        name: String,
+    },
+    /// Sandbox name taken.
+    #[error("sandbox {name} already exists")]
+    SandboxExists {
+        /// As given.
+        name: String,
+    },
+    /// Containers still in the sandbox.
+    #[error("sandbox {name} is in use by running containers: {containers}")]
+    SandboxInUse {
+        /// Sandbox.
+        name: String,
+        /// Their ids.
+        containers: String,
     },
     /// Exposed port text.
     #[error("invalid exposed port {value:?}")]
@@ -750,7 +904,16 @@ fn collect_orphans() {
 
 /// Removes every network of the root that no container uses (the default one too: it
 /// is made again on next use). Returns the user networks removed.
+///
+/// Sandboxes no running container uses go first (see [`crate::sandbox`]): a
+/// sandbox's endpoint would otherwise keep its network in use.
 pub fn prune(conn: &rusqlite::Connection) -> Result<Vec<String>, Error> {
+    for name in sandbox_names(conn)? {
+        match remove_sandbox(conn, &name, false) {
+            Ok(()) | Err(Error::SandboxInUse { .. }) | Err(Error::UnknownSandbox { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let names: Vec<String> = conn
         .prepare(
             "SELECT name FROM networks WHERE name NOT IN (SELECT network FROM endpoints)
@@ -771,6 +934,157 @@ pub fn prune(conn: &rusqlite::Connection) -> Result<Vec<String>, Error> {
         }
     }
     Ok(removed)
+}
+
+// ---- sandboxes: the rows and host side; crate::sandbox is the public face ----
+
+/// A sandbox row.
+#[derive(Debug, Clone)]
+pub(crate) struct SandboxRow {
+    pub id: String,
+    pub name: String,
+    pub request: Request,
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+    pub dir: PathBuf,
+    pub attachment: Option<Attachment>,
+}
+
+pub(crate) fn sandbox_row(
+    conn: &rusqlite::Connection,
+    name: &str,
+) -> Result<Option<SandboxRow>, Error> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, request, labels, created, dir, attachment FROM sandboxes
+             WHERE name = ?1 OR id = ?1",
+            [name],
+            |r| {
+                Ok(SandboxRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    request: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                    labels: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    created: r.get(4)?,
+                    dir: PathBuf::from(r.get::<_, String>(5)?),
+                    attachment: serde_json::from_str(&r.get::<_, String>(6)?).ok(),
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub(crate) fn sandbox_names(conn: &rusqlite::Connection) -> Result<Vec<String>, Error> {
+    Ok(conn
+        .prepare("SELECT name FROM sandboxes ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Running (or starting, paused, restarting) containers that joined sandbox `name`.
+pub(crate) fn sandbox_users(conn: &rusqlite::Connection, name: &str) -> Result<Vec<String>, Error> {
+    Ok(conn
+        .prepare(
+            "SELECT id FROM containers
+             WHERE json_extract(config, '$.network.network') = ?1
+               AND state IN ('running', 'paused', 'starting', 'restarting')
+             ORDER BY id",
+        )?
+        .query_map([format!("sandbox:{name}")], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Makes a sandbox: its row, then its namespace on the network (`req.network`: a
+/// bridge network or `none`). On error nothing of it remains.
+pub(crate) fn create_sandbox(
+    conn: &rusqlite::Connection,
+    root: &Path,
+    state: &Path,
+    req: &Request,
+    labels: &BTreeMap<String, String>,
+) -> Result<SandboxRow, Error> {
+    let mode = req.mode();
+    if !matches!(mode, NetworkMode::Bridge(_) | NetworkMode::None) {
+        return Err(Error::Conflict {
+            what: "a sandbox",
+            mode: mode.to_string(),
+        });
+    }
+    validate(conn, req)?;
+    let id = random_id()?;
+    let dir = net_dir(state, &id);
+    let r = conn.execute(
+        "INSERT INTO sandboxes (id, name, request, labels, created, dir)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id,
+            req.name,
+            serde_json::to_string(req).unwrap_or_default(),
+            serde_json::to_string(labels).unwrap_or_default(),
+            now_rfc3339(),
+            dir.to_string_lossy(),
+        ],
+    );
+    match r {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(Error::SandboxExists {
+                name: req.name.clone(),
+            });
+        }
+        r => r?,
+    };
+    let made = (|| {
+        let mut req = req.clone();
+        req.embedded_dns = true;
+        let mut att = setup(conn, root, state, &id, &req)?;
+        if matches!(att.netns, Netns::New) {
+            // nobody's namespace to be made by a runtime: pin one with only lo
+            let pin = dir.join("netns");
+            berth_net::netns::create(&pin)?;
+            att.netns = Netns::Path(pin);
+        }
+        conn.execute(
+            "UPDATE sandboxes SET attachment = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&att).unwrap_or_default()],
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = teardown(conn, root, state, &id);
+        let _ = conn.execute("DELETE FROM sandboxes WHERE id = ?1", [&id]);
+        return Err(e);
+    }
+    sandbox_row(conn, &id)?.ok_or(Error::UnknownSandbox {
+        name: req.name.clone(),
+    })
+}
+
+/// Removes a sandbox (refused while running containers use it, unless `force`).
+pub(crate) fn remove_sandbox(
+    conn: &rusqlite::Connection,
+    name: &str,
+    force: bool,
+) -> Result<(), Error> {
+    let row =
+        sandbox_row(conn, name)?.ok_or_else(|| Error::UnknownSandbox { name: name.into() })?;
+    let users = sandbox_users(conn, &row.name)?;
+    if !force && !users.is_empty() {
+        return Err(Error::SandboxInUse {
+            name: row.name,
+            containers: users.join(", "),
+        });
+    }
+    // net_dir(state, id) is row.dir: teardown only needs its parent's parent
+    let state = row
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/nonexistent"));
+    teardown(conn, Path::new(""), state, &row.id)?;
+    conn.execute("DELETE FROM sandboxes WHERE id = ?1", [&row.id])?;
+    Ok(())
 }
 
 fn netlink() -> Result<Netlink, Error> {
@@ -868,21 +1182,84 @@ fn check_ports(conn: &rusqlite::Connection, specs: &[PortSpec]) -> Result<(), Er
 }
 
 /// Checks a request before anything is created: `-p` values, the network's existence,
-/// explicit host ports free.
+/// explicit host ports free, `--ip`, `--add-host`. Joined modes (`container:`,
+/// `sandbox:`) refuse what belongs to the namespace's owner; their target is checked
+/// by the engine.
 pub fn validate(conn: &rusqlite::Connection, req: &Request) -> Result<(), Error> {
     let specs = wanted_ports(req)?;
-    match req.network.as_str() {
-        "" | DEFAULT_NETWORK | "host" | "none" => {}
-        name => {
-            if load(conn, name)?.is_none() {
-                return Err(Error::UnknownNetwork { name: name.into() });
+    parse_extra_hosts(&req.extra_hosts)?;
+    let mode = req.mode();
+    match &mode {
+        NetworkMode::Bridge(name) if !is_default(name) => {
+            let net =
+                load(conn, name)?.ok_or_else(|| Error::UnknownNetwork { name: name.clone() })?;
+            if let Some(ip) = req.ip {
+                check_ip(&net, ip)?;
             }
         }
+        NetworkMode::Sandbox(name) if sandbox_row(conn, name)?.is_none() => {
+            return Err(Error::UnknownSandbox { name: name.clone() });
+        }
+        _ => {}
     }
-    if matches!(req.network.as_str(), "host" | "none") {
+    if req.ip.is_some() && !matches!(mode, NetworkMode::Bridge(_)) {
+        return Err(Error::Conflict {
+            what: "--ip",
+            mode: mode.to_string(),
+        });
+    }
+    if mode.is_joined() {
+        if !req.ports.is_empty() {
+            return Err(Error::Conflict {
+                what: "port publishing",
+                mode: mode.to_string(),
+            });
+        }
+        if !req.extra_hosts.is_empty() {
+            return Err(Error::Conflict {
+                what: "--add-host",
+                mode: mode.to_string(),
+            });
+        }
+        return Ok(());
+    }
+    if matches!(mode, NetworkMode::Host | NetworkMode::None) {
         return Ok(()); // published ports are discarded there, as docker does
     }
     check_ports(conn, &specs)
+}
+
+/// `NAME:IP` (or `NAME=IP`) values.
+fn parse_extra_hosts(v: &[String]) -> Result<Vec<(String, Ipv4Addr)>, Error> {
+    v.iter()
+        .map(|h| {
+            let bad = || Error::BadHost { value: h.clone() };
+            let (name, ip) = h
+                .split_once('=')
+                .or_else(|| h.split_once(':'))
+                .ok_or_else(bad)?;
+            let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+            if name.is_empty() || name.chars().any(char::is_whitespace) {
+                return Err(bad());
+            }
+            Ok((name.to_string(), ip))
+        })
+        .collect()
+}
+
+/// A fixed address must be a host address of the subnet other than the gateway.
+fn check_ip(net: &Network, ip: Ipv4Addr) -> Result<(), Error> {
+    let s = net.subnet;
+    let host_bits = !(u32::MAX.checked_shl(32 - u32::from(s.prefix)).unwrap_or(0));
+    let edge = u32::from(ip) == u32::from(s.addr) || u32::from(ip) == u32::from(s.addr) | host_bits;
+    if !s.contains(ip) || edge || ip == net.gateway {
+        return Err(Error::BadIp {
+            ip,
+            network: net.name.clone(),
+            subnet: s.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn names_of(req: &Request, container_id: &str) -> Vec<String> {
@@ -897,37 +1274,41 @@ fn names_of(req: &Request, container_id: &str) -> Vec<String> {
 }
 
 /// Rewrites the hosts file of every member of `net` (user networks list all members;
-/// the default bridge only each container itself).
+/// the default bridge only each container itself), each with its own extra hosts.
 fn refresh_hosts(conn: &rusqlite::Connection, net: &Network) -> Result<(), Error> {
-    let mut stmt = conn.prepare("SELECT ip, hosts, names FROM endpoints WHERE network = ?1")?;
+    let mut stmt =
+        conn.prepare("SELECT ip, hosts, names, extra_hosts FROM endpoints WHERE network = ?1")?;
     let members = stmt
         .query_map([&net.name], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let entries: Vec<(Ipv4Addr, Vec<String>)> = members
         .iter()
-        .filter_map(|(ip, _, names)| {
-            Some((
-                ip.parse().ok()?,
+        .map(|(ip, _, names, _)| {
+            (
+                ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
                 serde_json::from_str(names).unwrap_or_default(),
-            ))
+            )
         })
         .collect();
-    let shared = berth_net::hosts::render(&entries);
-    for (i, (_, hosts, _)) in members.iter().enumerate() {
-        let text = if net.name == DEFAULT_NETWORK {
-            berth_net::hosts::render(&entries[i..=i])
+    for (i, (_, hosts, _, extra)) in members.iter().enumerate() {
+        let mut mine: Vec<(Ipv4Addr, Vec<String>)> = if net.name == DEFAULT_NETWORK {
+            entries[i..=i].to_vec()
         } else {
-            shared.clone()
+            entries.clone()
         };
+        mine.retain(|(ip, _)| !ip.is_unspecified());
+        let extra: Vec<(String, Ipv4Addr)> = serde_json::from_str(extra).unwrap_or_default();
+        mine.extend(extra.into_iter().map(|(n, ip)| (ip, vec![n])));
         let path = Path::new(hosts);
         if path.parent().is_some_and(Path::exists) {
-            berth_net::hosts::write_in_place(path, &text)?;
+            berth_net::hosts::write_in_place(path, &berth_net::hosts::render(&mine))?;
         }
     }
     Ok(())
@@ -945,15 +1326,30 @@ pub fn setup(
     container_id: &str,
     req: &Request,
 ) -> Result<Attachment, Error> {
+    let mode = req.mode();
+    if mode.is_joined() {
+        // the engine resolves joined modes (crate::sandbox::joined_attachment)
+        return Err(Error::Conflict {
+            what: "network setup",
+            mode: mode.to_string(),
+        });
+    }
     let dir = net_dir(state, container_id);
     std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
     let hosts = dir.join("hosts");
     let resolv = dir.join("resolv.conf");
-    let res = match req.network.as_str() {
-        "host" => (|| {
+    let extra = parse_extra_hosts(&req.extra_hosts)?;
+    let extra_lines: String = extra.iter().map(|(n, ip)| format!("{ip}\t{n}\n")).collect();
+    let res = match mode {
+        NetworkMode::Host => (|| {
             let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-            berth_net::hosts::write_in_place(&hosts, &host_hosts)?;
-            berth_net::hosts::write_in_place(&resolv, &host_resolv())?;
+            berth_net::hosts::write_in_place(&hosts, &format!("{host_hosts}{extra_lines}"))?;
+            let r = if req.dns_search.is_empty() {
+                host_resolv()
+            } else {
+                berth_net::hosts::resolv_conf_with(&host_resolv(), &req.dns_search)
+            };
+            berth_net::hosts::write_in_place(&resolv, &r)?;
             Ok(Attachment {
                 netns: Netns::Host,
                 ip: None,
@@ -963,10 +1359,12 @@ pub fn setup(
                 ports: Vec::new(),
                 hosts: Some(hosts.clone()),
                 resolv_conf: Some(resolv.clone()),
+                dns: None,
             })
         })(),
-        "none" => (|| {
-            let own = vec![(Ipv4Addr::LOCALHOST, names_of(req, container_id))];
+        NetworkMode::None => (|| {
+            let mut own = vec![(Ipv4Addr::LOCALHOST, names_of(req, container_id))];
+            own.extend(extra.iter().map(|(n, ip)| (*ip, vec![n.clone()])));
             berth_net::hosts::write_in_place(&hosts, &berth_net::hosts::render(&own))?;
             berth_net::hosts::write_in_place(&resolv, "")?;
             Ok(Attachment {
@@ -978,6 +1376,7 @@ pub fn setup(
                 ports: Vec::new(),
                 hosts: Some(hosts.clone()),
                 resolv_conf: Some(resolv.clone()),
+                dns: None,
             })
         })(),
         _ => setup_bridge(conn, root, state, container_id, req),
@@ -1004,8 +1403,19 @@ fn setup_bridge(
         "vb{:012x}",
         fnv(&[&root_key(root), container_id.as_bytes()]) & 0xffff_ffff_ffff
     );
+    let extra = parse_extra_hosts(&req.extra_hosts)?;
+    let dns = match &req.mode() {
+        NetworkMode::Bridge(name) if !is_default(name) => Some(name.clone()),
+        _ if req.embedded_dns => Some(String::new()),
+        _ => None,
+    };
     berth_net::hosts::write_in_place(&hosts, "")?;
-    berth_net::hosts::write_in_place(&resolv, &berth_net::hosts::resolv_conf(&host_resolv()))?;
+    let resolv_text = if dns.is_some() {
+        berth_net::hosts::embedded_resolv_conf(&host_resolv(), &req.dns_search)
+    } else {
+        berth_net::hosts::resolv_conf_with(&host_resolv(), &req.dns_search)
+    };
+    berth_net::hosts::write_in_place(&resolv, &resolv_text)?;
 
     // allocation, under the database's write lock
     let tx = Tx::begin(conn)?;
@@ -1016,7 +1426,19 @@ fn setup_bridge(
         .filter_map(|ip| ip.ok().and_then(|ip| ip.parse().ok()))
         .chain(std::iter::once(net.gateway))
         .collect();
-    let ip = net.subnet.next_free(&used)?;
+    let ip = match req.ip {
+        Some(ip) => {
+            check_ip(&net, ip)?;
+            if used.contains(&ip) {
+                return Err(Error::IpInUse {
+                    ip,
+                    network: net.name.clone(),
+                });
+            }
+            ip
+        }
+        None => net.subnet.next_free(&used)?,
+    };
     check_ports(conn, &specs)?;
     let mut avoid: Vec<u16> = published(conn)?.iter().map(|(p, _)| p.host_port).collect();
     let mut ports = Vec::new();
@@ -1059,8 +1481,9 @@ fn setup_bridge(
     }
     let mac = berth_net::ipam::mac_string(berth_net::ipam::mac_for(ip));
     conn.execute(
-        "INSERT INTO endpoints (container_id, network, ip, mac, host_veth, netns, hosts, names, ports)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO endpoints (container_id, network, ip, mac, host_veth, netns, hosts, names, ports,
+                                extra_hosts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             container_id,
             net.name,
@@ -1071,6 +1494,7 @@ fn setup_bridge(
             hosts.to_string_lossy(),
             serde_json::to_string(&names_of(req, container_id)).unwrap_or_default(),
             serde_json::to_string(&ports).unwrap_or_default(),
+            serde_json::to_string(&extra).unwrap_or_default(),
         ],
     )?;
     refresh_hosts(conn, &net)?;
@@ -1106,6 +1530,7 @@ fn setup_bridge(
             .collect(),
         hosts: Some(hosts),
         resolv_conf: Some(resolv),
+        dns,
     })
 }
 

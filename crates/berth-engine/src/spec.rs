@@ -357,6 +357,7 @@ mod tests {
             ports: vec![],
             hosts: Some("/h".into()),
             resolv_conf: None,
+            dns: None,
         };
         apply_network(&mut v, &att, None);
         assert!(

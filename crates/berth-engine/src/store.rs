@@ -48,5 +48,7 @@ pub fn open(root: &Path) -> Result<rusqlite::Connection, Error> {
     conn.execute_batch(crate::network::SCHEMA).map_err(wrap)?;
     conn.execute_batch(crate::container::SCHEMA).map_err(wrap)?;
     conn.execute_batch(crate::volume::SCHEMA).map_err(wrap)?;
+    crate::network::migrate(&conn).map_err(wrap)?;
+    conn.execute_batch(crate::dns::SCHEMA).map_err(wrap)?;
     Ok(conn)
 }

@@ -68,6 +68,56 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
+/// Address of the embedded DNS server inside a container's namespace (docker's).
+pub const EMBEDDED_DNS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 11);
+
+/// A resolv.conf naming the embedded DNS server: the host's search domains (or
+/// `search` when given) and `ndots:0`, so names are asked as typed first.
+pub fn embedded_resolv_conf(host: &str, search: &[String]) -> String {
+    let mut out = format!("nameserver {EMBEDDED_DNS}\n");
+    out.push_str(&search_line(host, search));
+    out.push_str("options ndots:0\n");
+    out
+}
+
+/// `host`'s resolv.conf for a bridge container ([`resolv_conf`]) with `search` as its
+/// search line when given.
+pub fn resolv_conf_with(host: &str, search: &[String]) -> String {
+    let base = resolv_conf(host);
+    if search.is_empty() {
+        return base;
+    }
+    let mut out: String = base
+        .lines()
+        .filter(|l| !l.starts_with("search") && !l.starts_with("domain"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&search_line(host, search));
+    out
+}
+
+fn search_line(host: &str, search: &[String]) -> String {
+    if !search.is_empty() {
+        return format!("search {}\n", search.join(" "));
+    }
+    host.lines()
+        .rfind(|l| l.starts_with("search ") || l.starts_with("search\t"))
+        .map(|l| format!("{}\n", l.trim_end()))
+        .unwrap_or_default()
+}
+
+/// The nameservers of a resolv.conf, in order.
+pub fn nameservers(text: &str) -> Vec<std::net::IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("nameserver"))
+                .then(|| f.next()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +137,29 @@ mod tests {
         let s = resolv_conf("search x\nnameserver 127.0.0.53\nnameserver 10.1.1.1\n");
         assert_eq!(s, "search x\nnameserver 10.1.1.1\n");
         assert!(resolv_conf("nameserver 127.0.0.1\n").contains("8.8.8.8"));
+    }
+
+    #[test]
+    fn embedded_resolv_keeps_search_and_names_127_0_0_11() {
+        let host = "search a.example b.example\nnameserver 10.1.1.1\n";
+        assert_eq!(
+            embedded_resolv_conf(host, &[]),
+            "nameserver 127.0.0.11\nsearch a.example b.example\noptions ndots:0\n"
+        );
+        assert_eq!(
+            embedded_resolv_conf(host, &["ns.svc.cluster.local".into()]),
+            "nameserver 127.0.0.11\nsearch ns.svc.cluster.local\noptions ndots:0\n"
+        );
+        assert_eq!(
+            resolv_conf_with(host, &["x.example".into()]),
+            "nameserver 10.1.1.1\nsearch x.example\n"
+        );
+        assert_eq!(
+            nameservers("nameserver 10.1.1.1\n# c\nnameserver ::1\nnameserver bad\n"),
+            vec![
+                "10.1.1.1".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
     }
 }

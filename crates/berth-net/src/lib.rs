@@ -7,6 +7,7 @@
 //! small rtnetlink client ([`netlink`]), host rules through one `nft -f -` batch per
 //! operation ([`nft`]); no async runtime.
 
+pub mod dns;
 pub mod hosts;
 pub mod ipam;
 pub mod netlink;

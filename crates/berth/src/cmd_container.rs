@@ -209,12 +209,22 @@ pub struct CreateArgs {
     /// Hostname.
     #[arg(long)]
     hostname: Option<String>,
-    /// Network: bridge, host, none or a network name.
+    /// Network: bridge, host, none, a network name, container:NAME|ID (share that
+    /// running container's network namespace) or sandbox:NAME.
     #[arg(long, visible_alias = "net", default_value = "")]
     network: String,
     /// Extra names on a user network.
     #[arg(long = "network-alias")]
     network_alias: Vec<String>,
+    /// A fixed IPv4 address on the network.
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
+    /// Add a hosts-file line: NAME:IP.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// DNS search domain (repeatable).
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
     /// Publish a port: [ip:]host:container[/proto].
     #[arg(short, long = "publish")]
     publish: Vec<String>,
@@ -638,6 +648,10 @@ fn to_config(a: &CreateArgs) -> anyhow::Result<CreateConfig> {
             hostname: a.hostname.clone().unwrap_or_default(),
             name: a.name.clone().unwrap_or_default(),
             aliases: a.network_alias.clone(),
+            ip: a.ip,
+            extra_hosts: a.add_host.clone(),
+            dns_search: a.dns_search.clone(),
+            embedded_dns: false,
         },
         volumes: a.volume.clone(),
         mounts: a.mount.clone(),

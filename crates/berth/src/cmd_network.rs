@@ -1,4 +1,4 @@
-//! Network verbs: network create, ls, rm, inspect.
+//! Network verbs: network create, ls, rm, prune, inspect.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +51,13 @@ pub enum NetworkSub {
         /// Network names.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Remove networks and sandboxes no running container uses (the default bridge
+    /// too: it is made again on next use).
+    Prune {
+        /// Do not ask (there is no prompt; accepted for docker compatibility).
+        #[arg(short, long)]
+        force: bool,
     },
     /// Show networks as JSON.
     Inspect {
@@ -138,6 +145,16 @@ pub fn run(global: &Global, cmd: NetworkCommand) -> anyhow::Result<u8> {
                 }
             }
             Ok(code)
+        }
+        NetworkSub::Prune { force: _ } => {
+            let removed = network::prune(&conn)?;
+            if !removed.is_empty() {
+                println!("Deleted Networks:");
+                for n in removed {
+                    println!("{n}");
+                }
+            }
+            Ok(0)
         }
         NetworkSub::Inspect { names } => {
             let mut out = Vec::new();

@@ -1103,3 +1103,283 @@ fn copy_link_layers_survive_a_base_change() {
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
+
+/// Waits until something listens on 127.0.0.1:`port`.
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A server process in its own process group, killed with the group (git daemon forks)
+/// and reaped when dropped, also when an assertion fails.
+struct Server(std::process::Child);
+
+impl Server {
+    fn spawn(c: &mut Command) -> Server {
+        use std::os::unix::process::CommandExt;
+        Server(c.process_group(0).spawn().unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test made; no memory is involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it, made with openssl:
+/// returns (CA certificate, server certificate, server key).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = require_cmd("openssl");
+    fs::create_dir_all(dir).unwrap();
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run_ok(
+        &openssl,
+        [
+            &["req", "-x509"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                &p("ca.key"),
+                "-out",
+                &p("ca.pem"),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth test CA",
+            ],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    run_ok(
+        &openssl,
+        [
+            &["req"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                &p("srv.key"),
+                "-out",
+                &p("srv.csr"),
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run_ok(
+        &openssl,
+        [
+            "x509",
+            "-req",
+            "-in",
+            &p("srv.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &p("srv.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &p("ext.cnf"),
+        ],
+    )
+    .unwrap();
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+#[test]
+fn add_fetches_https_urls_verifying_the_server() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    let (ca, cert, key) = test_pki(&env.roots.path().join("pki"));
+    let www = env.roots.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("hello.txt"), "served over https\n").unwrap();
+    let port = integration_tests::registry::free_port().unwrap();
+    // openssl's own small web server: files relative to its working directory
+    let srv = Server::spawn(
+        Command::new(require_cmd("openssl"))
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .current_dir(&www)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null()),
+    );
+    wait_port(port, "openssl s_server");
+    let url = format!("https://127.0.0.1:{port}/hello.txt");
+    let sum = run_ok(
+        "/bin/busybox",
+        ["sha256sum", www.join("hello.txt").to_str().unwrap()],
+    )
+    .unwrap();
+    let hex = sum.split_whitespace().next().unwrap().to_string();
+    let build = |dockerfile: String, trust: bool| {
+        env.write("Dockerfile", &dockerfile);
+        let mut c = env.roots.berth();
+        c.arg("build")
+            .args(["-t", "https:1"])
+            .arg(&env.ctx)
+            .env("BERTH_RUNTIME", bin_path("berth-oci"))
+            .env_remove("SSL_CERT_DIR");
+        if trust {
+            c.env("SSL_CERT_FILE", &ca);
+        } else {
+            c.env_remove("SSL_CERT_FILE");
+        }
+        c.output().unwrap()
+    };
+    ok(build(
+        format!("FROM busybox\nADD --checksum=sha256:{hex} {url} /fetched/\n"),
+        true,
+    ));
+    let files = layer_files(&env.store(), "https:1");
+    let (mode, text) = file_in(&files, "fetched/hello.txt").unwrap();
+    assert_eq!(text, "served over https\n");
+    assert_eq!(mode & 0o7777, 0o600);
+    // a wrong checksum is a clear error
+    let bad = build(
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} {url} /x\n",
+            "0".repeat(64)
+        ),
+        true,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("checksum mismatch"),
+        "{}",
+        stderr(&bad)
+    );
+    // the server is verified: without the test CA the build fails on the certificate
+    let untrusted = build(format!("FROM busybox\nADD {url} /y\n"), false);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        stderr(&untrusted).contains("certificate not trusted"),
+        "{}",
+        stderr(&untrusted)
+    );
+    drop(srv);
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn add_clones_git_repositories() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    let git = require_cmd("git");
+    let base = env.roots.path().join("git");
+    let repo = base.join("repo.git");
+    fs::create_dir_all(repo.join("sub")).unwrap();
+    let g = |args: &[&str]| {
+        run_ok(
+            &git,
+            [
+                &[
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@example.com",
+                    "-C",
+                    repo.to_str().unwrap(),
+                ][..],
+                args,
+            ]
+            .concat(),
+        )
+        .unwrap()
+    };
+    g(&["init", "-q", "-b", "main"]);
+    fs::write(repo.join("a.txt"), "v1\n").unwrap();
+    fs::write(repo.join("sub/s.txt"), "in sub\n").unwrap();
+    g(&["add", "-A"]);
+    g(&["commit", "-qm", "one"]);
+    g(&["tag", "-a", "v1", "-m", "release one"]);
+    let first = g(&["rev-parse", "HEAD"]).trim().to_string();
+    fs::write(repo.join("a.txt"), "v2\n").unwrap();
+    g(&["commit", "-qam", "two"]);
+    let port = integration_tests::registry::free_port().unwrap();
+    let daemon = Server::spawn(
+        Command::new(&git)
+            .arg("daemon")
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(&base)
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_port(port, "git daemon");
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    env.write(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\n\
+             ADD {url}#v1 /src/\n\
+             ADD --keep-git-dir {url} /full/\n\
+             ADD {url}#main:sub /sub/\n\
+             ADD {url}#{first} /bysha/\n\
+             RUN cat /src/a.txt /full/a.txt /sub/s.txt /bysha/a.txt > /seen && test -f /full/.git/HEAD && test ! -e /src/.git && echo kept >> /seen\n"
+        ),
+    );
+    ok(env.build(&["-t", "git:1"]));
+    let files = layer_files(&env.store(), "git:1");
+    assert_eq!(
+        file_in(&files, "seen").unwrap().1,
+        "v1\nv2\nin sub\nv1\nkept\n"
+    );
+    assert!(files.iter().all(|(p, _, _)| !p.starts_with("src/.git")));
+    assert!(file_in(&files, "sub/s.txt").is_some() && file_in(&files, "sub/a.txt").is_none());
+    // unchanged refs: every step cached, nothing cloned
+    let log = ok(env.build(&["-t", "git:2"]));
+    assert_eq!(log.matches("CACHED").count(), 5, "{log}");
+    // a new commit on main reruns what follows main, not the tag
+    fs::write(repo.join("a.txt"), "v3\n").unwrap();
+    g(&["commit", "-qam", "three"]);
+    let log = ok(env.build(&["-t", "git:3"]));
+    assert!(step_status(&log, "#v1 /src/").contains("CACHED"), "{log}");
+    assert!(
+        step_status(&log, "--keep-git-dir").contains("DONE"),
+        "{log}"
+    );
+    let files = layer_files(&env.store(), "git:3");
+    assert!(file_in(&files, "seen").unwrap().1.starts_with("v1\nv3\n"));
+    // a ref the remote does not have is a clear error
+    env.write("Dockerfile", &format!("FROM busybox\nADD {url}#nope /n/\n"));
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ref nope not found"),
+        "{}",
+        stderr(&out)
+    );
+    drop(daemon);
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}

@@ -37,6 +37,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "ps in tests"),
     ("gcc", "static attacker probes compiled by the escape tests"),
     ("libc6-dev", "static libc for those probes (gcc -static)"),
+    (
+        "git",
+        "ADD of git repositories in berth build, and git daemon serving them in tests",
+    ),
+    (
+        "openssh-client",
+        "ssh-agent for RUN --mount=type=ssh tests of berth build",
+    ),
 ];
 
 fn installed(package: &str) -> bool {

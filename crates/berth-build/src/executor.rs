@@ -105,6 +105,8 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--secret id=X,src=FILE`.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--ssh ID=SOCKET`: ssh agent sockets by id (`default` also serves git sources).
+    pub ssh: BTreeMap<String, PathBuf>,
     /// The runc-compatible runtime binary.
     pub runtime: PathBuf,
     /// Timestamps and mtime clamp (SOURCE_DATE_EPOCH, or 0).
@@ -1003,6 +1005,27 @@ impl Builder<'_> {
         Ok((w, so.state))
     }
 
+    /// The step's scratch directory for downloads and checkouts, made on first use
+    /// (named like step directories, so a killed build's is swept too).
+    fn download_dir(&self, slot: &mut Option<tempfile::TempDir>) -> Result<PathBuf, BuildError> {
+        if let Some(d) = slot {
+            return Ok(d.path().to_path_buf());
+        }
+        fs::create_dir_all(&self.tmp).map_err(io_err("create directory", &self.tmp))?;
+        let d = tempfile::Builder::new()
+            .prefix(&format!("step-{}-dl", std::process::id()))
+            .tempdir_in(&self.tmp)
+            .map_err(io_err("create temporary directory in", &self.tmp))?;
+        let p = d.path().to_path_buf();
+        *slot = Some(d);
+        Ok(p)
+    }
+
+    /// The agent socket of `--ssh default`, for git over ssh.
+    fn ssh_default(&self) -> Option<&Path> {
+        self.opts.ssh.get("default").map(PathBuf::as_path)
+    }
+
     fn state_of(
         &self,
         from: &str,
@@ -1099,12 +1122,33 @@ impl Builder<'_> {
         let mut srcs: Vec<String> = Vec::new();
         let mut urls: Vec<String> = Vec::new();
         let mut heredocs: Vec<(String, String)> = Vec::new();
+        let mut gits: Vec<(crate::git::GitSource, String)> = Vec::new();
+        let keep_git_dir = matches!(&inst.command, Command::Add(a) if a.keep_git_dir);
         for s in sources {
             match s {
                 Source::Path(p) => {
                     let p = scope.expand(p, line)?;
+                    if is_add && let Some(g) = crate::git::parse(&p) {
+                        // the commit is resolved now (it is the cache key); the
+                        // checkout happens only when the step runs
+                        let commit = crate::git::resolve(&g, self.ssh_default())
+                            .map_err(|m| Self::step_err(inst, m))?;
+                        if let Some(want) = &checksum
+                            && !commit.starts_with(want.trim_start_matches("sha1:"))
+                        {
+                            return Err(Self::step_err(
+                                inst,
+                                format!(
+                                    "{}: checksum mismatch: expected commit {want}, got {commit}",
+                                    g.url
+                                ),
+                            ));
+                        }
+                        gits.push((g, commit));
+                        continue;
+                    }
                     let http = p.starts_with("http://") || p.starts_with("https://");
-                    if is_add && http && !p.ends_with(".git") {
+                    if is_add && http {
                         urls.push(p);
                         continue;
                     }
@@ -1113,11 +1157,7 @@ impl Builder<'_> {
                             inst,
                             format!(
                                 "remote source {p} is not supported{}",
-                                if is_add {
-                                    " yet (http urls are)"
-                                } else {
-                                    " by COPY (use ADD)"
-                                }
+                                if is_add { "" } else { " by COPY (use ADD)" }
                             ),
                         ));
                     }
@@ -1169,21 +1209,9 @@ impl Builder<'_> {
                 // remote files: fetched now (their content is part of the key), never
                 // unpacked, mode 0600 as BuildKit gives them
                 for u in &urls {
-                    let dir = match &downloads {
-                        Some(d) => d,
-                        None => {
-                            fs::create_dir_all(&self.tmp)
-                                .map_err(io_err("create directory", &self.tmp))?;
-                            downloads.insert(
-                                tempfile::Builder::new()
-                                    .prefix(&format!("step-{}-dl", std::process::id()))
-                                    .tempdir_in(&self.tmp)
-                                    .map_err(io_err("create temporary directory in", &self.tmp))?,
-                            )
-                        }
-                    };
+                    let dir = self.download_dir(&mut downloads)?;
                     let name = crate::fetch::file_name(u);
-                    let path = dir.path().join(format!("{}-{name}", items.len()));
+                    let path = dir.join(format!("{}-{name}", items.len()));
                     let got = crate::fetch::fetch(u, &path)
                         .map_err(|m| Self::step_err(inst, format!("fetching {m}")))?;
                     if let Some(want) = &checksum
@@ -1210,6 +1238,14 @@ impl Builder<'_> {
             }
             Some(f) => Some(self.state_of(f, all, index, done)?),
         };
+        for (g, commit) in &gits {
+            hasher.update(g.url.as_bytes());
+            hasher.update([0]);
+            hasher.update(commit.as_bytes());
+            hasher.update([0]);
+            hasher.update(g.subdir.as_deref().unwrap_or("").as_bytes());
+            hasher.update([u8::from(keep_git_dir)]);
+        }
         for (n, d) in &heredocs {
             hasher.update(n.as_bytes());
             hasher.update([0]);
@@ -1298,6 +1334,37 @@ impl Builder<'_> {
             }
             None => None,
         };
+        for (g, commit) in &gits {
+            let dir = self.download_dir(&mut downloads)?;
+            let repo = dir.join(format!("git-{}", items.len()));
+            crate::git::checkout(g, commit, &repo, keep_git_dir, self.ssh_default())
+                .map_err(|m| Self::step_err(inst, m))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&repo, fs::Permissions::from_mode(0o755))
+                    .map_err(io_err("chmod", &repo))?;
+            }
+            let path = match &g.subdir {
+                Some(sd) => {
+                    let p = fsutil::resolve_in_root(&repo, sd, true)
+                        .map_err(io_err("resolve", &repo))?;
+                    if !p.is_dir() {
+                        return Err(Self::step_err(
+                            inst,
+                            format!("{}: no directory {sd} at {commit}", g.url),
+                        ));
+                    }
+                    p
+                }
+                None => repo,
+            };
+            let it = Item {
+                rel: String::new(),
+                path,
+            };
+            let entries = fsutil::walk(&it, None)?;
+            items.push((it, entries, None));
+        }
         let attrs = CopyAttrs {
             owner,
             keep_owner: from.is_some(),

@@ -11,8 +11,9 @@
 //! runc-compatible `berth-oci` binary on overlay snapshots of the berth-image store,
 //! COPY/ADD copy from the context (honouring `.dockerignore`) or other stages, and
 //! each layer step is cached by its parent, expanded instruction and input digests.
-//! ADD fetches plain `http://` URLs (with `--checksum`); HTTPS and git sources are
-//! refused clearly. This crate does not pull or push images (that is berth-registry).
+//! ADD fetches `http://` and `https://` URLs (TLS always verified, `--checksum`) and
+//! git repositories (through the `git` command, `--keep-git-dir`); RUN mounts include
+//! ssh agent sockets. This crate does not pull or push images (that is berth-registry).
 
 pub mod ast;
 pub mod dockerignore;
@@ -20,6 +21,7 @@ pub mod duration;
 pub mod executor;
 pub mod fetch;
 pub mod fsutil;
+pub mod git;
 pub mod mount;
 pub mod parser;
 pub mod runner;

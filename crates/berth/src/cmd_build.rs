@@ -250,6 +250,7 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         no_cache: args.no_cache,
         labels,
         secrets,
+        ssh: BTreeMap::new(),
         runtime: berth_build::runner::default_runtime(),
         epoch,
         ignore_file: args

@@ -136,3 +136,341 @@ fn join_user_namespace_by_path_like_runc() {
     drop(pin);
     leak.assert_clean();
 }
+
+// ---- rootless: berth-oci as an unprivileged user ----
+
+/// The test user `cargo xtask install` creates (xtask/src/install.rs), with its
+/// subordinate ranges of 65536 ids from SUBID.
+const USER: &str = "berth-rootless";
+const UID: u32 = 23790;
+const SUBID: u32 = 2_000_000;
+
+/// Fails unless the test user and its /etc/subuid and /etc/subgid ranges exist, and
+/// makes its XDG_RUNTIME_DIR (/run/user/UID, as a login would).
+fn rootless_user() -> PathBuf {
+    require_root();
+    let o = Command::new("id").args(["-u", USER]).output().unwrap();
+    assert!(
+        o.status.success() && text(&o).trim() == UID.to_string(),
+        "prerequisite missing: user {USER} with uid {UID} (run `cargo xtask install`)"
+    );
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let t = std::fs::read_to_string(f).unwrap_or_default();
+        assert!(
+            t.lines().any(|l| l == format!("{USER}:{SUBID}:65536")),
+            "prerequisite missing: {USER}:{SUBID}:65536 in {f} (run `cargo xtask install`)"
+        );
+    }
+    require_cmd("newuidmap");
+    let run = PathBuf::from(format!("/run/user/{UID}"));
+    std::fs::create_dir_all(&run).unwrap();
+    chown(&run);
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    run
+}
+
+fn chown(p: &Path) {
+    std::os::unix::fs::chown(p, Some(UID), Some(UID)).unwrap();
+}
+
+/// A command run as the test user (setpriv drops every privilege), with the
+/// environment of its login.
+fn as_user(prog: &Path) -> Command {
+    let mut c = Command::new(require_cmd("setpriv"));
+    c.args(["--reuid", &UID.to_string(), "--regid", &UID.to_string()])
+        .args(["--init-groups", "--inh-caps=-all", "--"])
+        .arg(prog)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", format!("/home/{USER}"))
+        .env("USER", USER)
+        .env("XDG_RUNTIME_DIR", format!("/run/user/{UID}"))
+        .stdin(Stdio::null());
+    c
+}
+
+/// A temp dir owned by the test user holding a busybox bundle with runc's rootless
+/// config (`runc spec --rootless`) running `script`, a writable root and `maps` as
+/// both uid and gid mappings.
+struct UserBundle {
+    dir: tempfile::TempDir,
+}
+
+impl UserBundle {
+    fn new(tag: &str, script: &str, maps: Value) -> UserBundle {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-rl-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let bundle = busybox_bundle(&dir.path().join("bundle"), &["true"]).unwrap();
+        std::fs::remove_file(bundle.join("config.json")).unwrap();
+        // runc writes the caller's ids into the mappings, which are replaced below.
+        let o = Command::new(require_cmd("runc"))
+            .args(["spec", "--rootless", "--bundle"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "runc spec --rootless: {}", err(&o));
+        let mut v = read_config(&bundle);
+        v["process"]["terminal"] = json!(false);
+        v["process"]["args"] = json!(["sh", "-c", script]);
+        v["root"]["readonly"] = json!(false);
+        v["linux"]["uidMappings"] = maps.clone();
+        v["linux"]["gidMappings"] = maps;
+        write_config(&bundle, &v).unwrap();
+        let o = Command::new("chown")
+            .args(["-R", &format!("{UID}:{UID}")])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        UserBundle { dir }
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    fn marker(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+}
+
+/// `delete --force` of a container of the test user when dropped (a failed
+/// assertion must not leave it running).
+struct ForceDelete(PathBuf, String);
+
+impl Drop for ForceDelete {
+    fn drop(&mut self) {
+        let _ = as_user(&self.0)
+            .args(["delete", "--force", &self.1])
+            .output();
+    }
+}
+
+fn own_map() -> Value {
+    json!([{"containerID": 0, "hostID": UID, "size": 1}])
+}
+
+fn multi_map() -> Value {
+    json!([
+        {"containerID": 0, "hostID": UID, "size": 1},
+        {"containerID": 1, "hostID": SUBID, "size": 65536}
+    ])
+}
+
+/// `berth-oci spec --rootless` writes what `runc spec --rootless` writes: a user
+/// namespace with the caller's own ids mapped, no network namespace, /sys bound from
+/// the host, no uid=/gid= mount options, no resources.
+#[test]
+fn rootless_spec_like_runc() {
+    rootless_user();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-rl-spec-")
+        .tempdir()
+        .unwrap();
+    chown(dir.path());
+    let mut specs = Vec::new();
+    for (tag, rt) in [
+        ("berth", bin_path("berth-oci")),
+        ("runc", require_cmd("runc")),
+    ] {
+        let b = dir.path().join(tag);
+        std::fs::create_dir(&b).unwrap();
+        chown(&b);
+        let o = as_user(&rt)
+            .args(["spec", "--rootless", "--bundle"])
+            .arg(&b)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tag}: {}", err(&o));
+        let mut v = read_config(&b);
+        let o = v.as_object_mut().unwrap();
+        o.remove("hostname");
+        o.remove("ociVersion");
+        specs.push(v);
+    }
+    assert_eq!(specs[0], specs[1], "berth-oci (left) vs runc (right)");
+    assert_eq!(specs[0]["linux"]["uidMappings"], own_map());
+}
+
+/// `run` as the test user with its own uid mapped (written directly) gives what runc
+/// gives; nothing is delegated on this host, so berth-oci warns and runs without a
+/// cgroup.
+#[test]
+fn rootless_run_own_id_like_runc() {
+    rootless_user();
+    let ub = UserBundle::new(
+        "own",
+        "id; cat /proc/self/uid_map /proc/self/gid_map; hostname; \
+         grep -c ' /sys .*ro,' /proc/self/mountinfo; touch /f && stat -c '%u %g' /f; rm /f",
+        own_map(),
+    );
+    let leak = LeakCheck::new(&[ub.marker()]);
+    let mut outs = Vec::new();
+    for (tag, rt) in [
+        ("berth", bin_path("berth-oci")),
+        ("runc", require_cmd("runc")),
+    ] {
+        let id = unique_id(&format!("rl-own-{tag}"));
+        let o = as_user(&rt)
+            .args(["run", "--bundle"])
+            .arg(ub.bundle())
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tag}: {}{}", err(&o), text(&o));
+        if tag == "berth" {
+            assert!(
+                err(&o).contains("no cgroup delegated to uid 23790"),
+                "{}",
+                err(&o)
+            );
+        }
+        outs.push(text(&o));
+    }
+    assert_eq!(
+        outs[0], outs[1],
+        "berth-oci (left) and runc (right) disagree"
+    );
+    let l: Vec<Vec<&str>> = outs[0]
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        l[0],
+        ["uid=0(root)", "gid=0(root)", "groups=0(root)"],
+        "{}",
+        outs[0]
+    );
+    assert_eq!(l[1], ["0", "23790", "1"], "{}", outs[0]);
+    assert_eq!(l[2], ["0", "23790", "1"], "{}", outs[0]);
+    assert_eq!(l[5], ["0", "0"], "{}", outs[0]);
+    // The file made by container root belongs to the user on the host.
+    assert_eq!(
+        std::fs::metadata(ub.bundle().join("rootfs/bin/busybox"))
+            .unwrap()
+            .uid(),
+        UID
+    );
+    leak.assert_clean();
+}
+
+/// Create, state, list, start, exec, kill and delete as the test user, with a
+/// multi-range mapping written through newuidmap/newgidmap; state lives under
+/// $XDG_RUNTIME_DIR/berth-oci. runc runs the same bundle for comparison.
+#[test]
+fn rootless_lifecycle_with_subid_ranges() {
+    let run_dir = rootless_user();
+    let ub = UserBundle::new(
+        "multi",
+        "cat /proc/self/uid_map /proc/self/gid_map; touch /tmp/f; echo started; exec sleep 100",
+        multi_map(),
+    );
+    // Container uid 1000 and gid 1001 are host ids from the subordinate ranges.
+    let mut v = read_config(&ub.bundle());
+    v["process"]["user"] = json!({"uid": 1000, "gid": 1001});
+    write_config(&ub.bundle(), &v).unwrap();
+    let mut leak = LeakCheck::new(&[ub.marker()]);
+    let berth = bin_path("berth-oci");
+    let id = unique_id("rl-multi");
+    leak.add_marker(id.clone());
+    let b = |args: &[&str]| -> Output { as_user(&berth).args(args).output().unwrap() };
+    let bundle = ub.bundle();
+    // The init keeps create's stdio: a file, so nothing waits for a pipe to close.
+    let log = ub.dir.path().join("create.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let status = as_user(&berth)
+        .args(["create", "--bundle", bundle.to_str().unwrap(), &id])
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .status()
+        .unwrap();
+    let _gone = ForceDelete(berth.clone(), id.clone());
+    let created = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "create: {created}");
+    assert!(created.contains("no cgroup delegated"), "{created}");
+    assert!(
+        run_dir.join("berth-oci").join(&id).is_dir(),
+        "state not under $XDG_RUNTIME_DIR/berth-oci"
+    );
+    let st: Value = serde_json::from_slice(&b(&["state", &id]).stdout).unwrap();
+    assert_eq!(st["status"], "created");
+    let pid = st["pid"].as_i64().unwrap();
+    let listed = text(&b(&["list", "-q"]));
+    assert!(listed.lines().any(|l| l == id), "{listed}");
+    let o = b(&["start", &id]);
+    assert!(o.status.success(), "start: {}", err(&o));
+    // The init's maps as the host sees them.
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    let rows: Vec<Vec<String>> = uid_map
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [["0", "23790", "1"], ["1", "2000000", "65536"]],
+        "{uid_map}"
+    );
+    // Wait for the script to reach the sleep, then look inside with exec.
+    let f = bundle.join("rootfs/tmp/f");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&f).map(|m| m.uid()).ok() != Some(SUBID + 999) {
+        assert!(
+            Instant::now() < deadline,
+            "file of uid 1000 not seen: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::metadata(&f).unwrap().gid(), SUBID + 1000);
+    let o = b(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "id -u; ps -o pid,comm | tail -n +2",
+    ]);
+    assert!(o.status.success(), "exec: {}", err(&o));
+    let out = text(&o);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "1000", "{out}");
+    assert!(lines.contains(&"1 sleep"), "{out}");
+    let st: Value = serde_json::from_slice(&b(&["state", &id]).stdout).unwrap();
+    assert_eq!(st["status"], "running");
+    let o = b(&["kill", &id, "KILL"]);
+    assert!(o.status.success(), "kill: {}", err(&o));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st: Value = serde_json::from_slice(&b(&["state", &id]).stdout).unwrap();
+        if st["status"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not stopped after kill: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = b(&["delete", &id]);
+    assert!(o.status.success(), "delete: {}", err(&o));
+    assert!(!run_dir.join("berth-oci").join(&id).exists());
+    let o = b(&["state", &id]);
+    assert!(!o.status.success());
+
+    // runc rootless, same bundle and mappings: the same maps inside.
+    let _ = std::fs::remove_file(&f);
+    let mut v = read_config(&bundle);
+    v["process"]["args"] = json!(["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map"]);
+    write_config(&bundle, &v).unwrap();
+    let mut outs = Vec::new();
+    for rt in [berth.clone(), require_cmd("runc")] {
+        let o = as_user(&rt)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(unique_id("rl-multi-run"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}: {}", rt.display(), err(&o));
+        outs.push(text(&o));
+    }
+    assert_eq!(outs[0], outs[1], "berth-oci (left) and runc (right)");
+    leak.assert_clean();
+}

@@ -45,7 +45,79 @@ const PACKAGES: &[(&str, &str)] = &[
         "openssh-client",
         "ssh-agent for RUN --mount=type=ssh tests of berth build",
     ),
+    (
+        "uidmap",
+        "newuidmap/newgidmap for rootless containers (rootless tests)",
+    ),
+    ("slirp4netns", "rootless networking (rootless podman tests)"),
 ];
+
+/// The unprivileged user the rootless tests drop to, with fixed ids and a subordinate
+/// range of 65536 ids in /etc/subuid and /etc/subgid (integration-tests/tests/rootless.rs
+/// uses the same values).
+pub const ROOTLESS_USER: &str = "berth-rootless";
+/// Its uid and gid.
+pub const ROOTLESS_UID: u32 = 23790;
+/// First id of its subordinate ranges.
+pub const ROOTLESS_SUBID_START: u32 = 2_000_000;
+
+/// Create the rootless test user and its subordinate id ranges if missing.
+pub fn rootless_user() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let exists = Command::new("getent")
+        .args(["passwd", ROOTLESS_USER])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !exists {
+        if !root {
+            bail!("install: user {ROOTLESS_USER} is missing and we are not root");
+        }
+        let id = ROOTLESS_UID.to_string();
+        if !Command::new("getent")
+            .args(["group", ROOTLESS_USER])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            util::run(Command::new("groupadd").args(["--gid", &id, ROOTLESS_USER]))
+                .context("groupadd")?;
+        }
+        util::run(Command::new("useradd").args([
+            "--uid",
+            &id,
+            "--gid",
+            &id,
+            "--create-home",
+            "--home-dir",
+            &format!("/home/{ROOTLESS_USER}"),
+            "--shell",
+            "/bin/sh",
+            ROOTLESS_USER,
+        ]))
+        .context("useradd")?;
+    }
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let line = format!("{ROOTLESS_USER}:{ROOTLESS_SUBID_START}:65536");
+        if text.lines().any(|l| l == line) {
+            continue;
+        }
+        if !root {
+            bail!("install: {f} lacks {line:?} and we are not root");
+        }
+        // Drop any other range useradd may have given the user, then add ours.
+        let mut kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{ROOTLESS_USER}:")))
+            .collect();
+        kept.push(&line);
+        std::fs::write(f, kept.join("\n") + "\n").with_context(|| format!("write {f}"))?;
+    }
+    println!("install: rootless test user {ROOTLESS_USER} (uid {ROOTLESS_UID}) ready");
+    Ok(())
+}
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
@@ -63,7 +135,7 @@ pub fn prerequisites() -> Result<()> {
         .collect();
     if missing.is_empty() {
         println!("install: all {} packages present", PACKAGES.len());
-        return Ok(());
+        return rootless_user();
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -82,5 +154,5 @@ pub fn prerequisites() -> Result<()> {
     if !still.is_empty() {
         bail!("install: still missing after apt-get: {still:?}");
     }
-    Ok(())
+    rootless_user()
 }

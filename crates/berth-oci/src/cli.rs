@@ -7,9 +7,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "berth-oci", version, about)]
 pub struct Cli {
-    /// Root directory for container state.
-    #[arg(long, global = true, default_value = "/run/berth-oci")]
-    pub root: PathBuf,
+    /// Root directory for container state (default: /run/berth-oci, or
+    /// $XDG_RUNTIME_DIR/berth-oci when not root).
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
     /// Log file (errors and, with --debug, debug lines).
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,

@@ -68,7 +68,10 @@ fn dispatch(cli: &Cli) -> Result<u8> {
             "--systemd-cgroup: the systemd cgroup driver is not supported (no systemd on this host and no driver in this build)"
         );
     }
-    let root = abs(&cli.root);
+    let root = match &cli.root {
+        Some(r) => abs(r),
+        None => berth_runtime::rootless::default_state_root("berth-oci"),
+    };
     match &cli.cmd {
         Cmd::Create(a) => {
             let o = create_opts(&root, &a.id, &a.common)?;

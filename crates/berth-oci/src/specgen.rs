@@ -56,6 +56,19 @@ pub fn default_spec(rootless: bool) -> Value {
         if let Some(o) = v["linux"].as_object_mut() {
             o.remove("resources");
         }
+        // Without a network namespace of its own, sysfs cannot be mounted fresh: bind
+        // the host's read-only. uid=/gid= options may name unmapped ids: drop them.
+        for m in v["mounts"].as_array_mut().into_iter().flatten() {
+            if m["destination"] == "/sys" {
+                *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
+                    "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            } else if let Some(opts) = m.get_mut("options").and_then(Value::as_array_mut) {
+                opts.retain(|o| {
+                    o.as_str()
+                        .is_none_or(|o| !o.starts_with("uid=") && !o.starts_with("gid="))
+                });
+            }
+        }
     }
     v
 }

@@ -112,17 +112,22 @@ fn own_children() -> Vec<i32> {
         .collect()
 }
 
-/// Clone the init inside the user namespace `userns` (a path given in config.json):
-/// a first child joins it and clones the init with `flags` as our sibling
-/// (CLONE_PARENT), so the init is our child and its new namespaces belong to the
-/// joined user namespace. Returns 0 in the init and the init's pid in the caller.
-fn clone_in_userns(userns: RawFd, path: &str, flags: u64) -> Result<i32> {
+/// Clone a child inside a user namespace (and the pid/time namespaces that only
+/// apply to children): a first child joins `joins` in order, user first, and clones
+/// with `flags` as our sibling (CLONE_PARENT), so the new process is our child and
+/// its new namespaces belong to the joined user namespace. This is how a container
+/// init enters a user namespace given by path, and how `exec` enters a container
+/// whose pid namespace only its user namespace's owner may join (rootless). Returns
+/// 0 in the new process and its pid in the caller.
+fn clone_in_userns(joins: &[(RawFd, i32, &str)], flags: u64) -> Result<i32> {
     let before = own_children();
     let (ours, theirs) = crate::sys::seqpacket_pair()?;
     let mid = clone_child(0)?;
     if mid == 0 {
         drop(ours);
-        let r = setns(userns, libc::CLONE_NEWUSER, path)
+        let r = joins
+            .iter()
+            .try_for_each(|(fd, f, what)| setns(*fd, *f, what))
             .and_then(|()| clone_child(flags | libc::CLONE_PARENT as u64));
         match r {
             Ok(0) => {
@@ -162,7 +167,8 @@ fn clone_in_userns(userns: RawFd, path: &str, flags: u64) -> Result<i32> {
     {
         [pid] => Ok(pid),
         _ => Err(Error::Init(format!(
-            "cannot find the container init cloned in user namespace {path}"
+            "cannot find the process cloned in user namespace {}",
+            joins.first().map_or("", |j| j.2)
         ))),
     }
 }
@@ -398,7 +404,7 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         _ => None,
     };
     let pid = match &user_join {
-        Some((fd, _, path)) => clone_in_userns(fd.as_raw_fd(), path, flags as u64),
+        Some((fd, f, path)) => clone_in_userns(&[(fd.as_raw_fd(), *f, path)], flags as u64),
         None => clone_child(flags as u64),
     };
     if matches!(pid, Ok(0)) {
@@ -415,14 +421,9 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
     drop(agent);
 
     if ctx.userns {
-        write_id_map(
+        write_id_maps(
             pid,
-            "uid_map",
             linux.uid_mappings().as_deref().unwrap_or_default(),
-        )?;
-        write_id_map(
-            pid,
-            "gid_map",
             linux.gid_mappings().as_deref().unwrap_or_default(),
         )?;
     }
@@ -431,19 +432,27 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         .cgroups_path()
         .as_ref()
         .map(|p| p.display().to_string());
-    let cg = berth_cgroups::open(cgroups_path.as_deref(), &o.id).map_err(cg_err)?;
-    cg.create().map_err(cg_err)?;
-    let cg_state = cg.state();
-    guard.cgroup = Some(cg);
-    let cg = guard.cgroup.as_ref().expect("just set");
-    cg.add_process(pid).map_err(cg_err)?;
-    if let Some(r) = linux.resources() {
-        cg.apply(&with_default_devices(
-            r,
-            linux.devices().as_deref().unwrap_or_default(),
-        ))
-        .map_err(cg_err)?;
-    }
+    let resources = linux
+        .resources()
+        .as_ref()
+        .map(|r| with_default_devices(r, linux.devices().as_deref().unwrap_or_default()));
+    let cg_state = match join_cgroup(cgroups_path.as_deref(), &o.id, pid, resources.as_ref()) {
+        Ok(cg) => {
+            let st = cg.state();
+            guard.cgroup = Some(cg);
+            Some(st)
+        }
+        // Rootless: only a delegated cgroup is writable. Without one the container
+        // runs with no cgroup and no limits, as the user is told (never a failure).
+        Err(e) if crate::rootless::is_rootless() => {
+            warn_stderr(&format!(
+                "rootless: no cgroup delegated to uid {} ({e}): the container runs without a cgroup; resource limits, pause, update and stats are unavailable",
+                crate::rootless::euid()
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
 
     let mut state = State {
         oci_version: spec.version().clone(),
@@ -454,7 +463,7 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         annotations: spec.annotations().clone().unwrap_or_default(),
         rootfs: rootfs.clone(),
         created: now_rfc3339(),
-        owner: String::new(),
+        owner: crate::rootless::owner_name(),
         init_start_time: crate::sys::proc_start_time(pid).unwrap_or(0),
         hooks: spec.hooks().clone(),
         cgroups_path: linux
@@ -464,7 +473,7 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         own_pid_ns: has(LinuxNamespaceType::Pid),
         process: Some(process.clone()),
         seccomp: linux.seccomp().clone(),
-        cgroup: Some(cg_state),
+        cgroup: cg_state,
     };
     for (host, dev) in linux.net_devices().iter().flatten() {
         let target = match join.iter().find(|(_, f, _)| *f == libc::CLONE_NEWNET) {
@@ -583,6 +592,56 @@ fn init_died(pid: i32) -> Error {
     ))
 }
 
+/// Create the cgroup, move `pid` into it and apply the resources; a cgroup made here
+/// is removed again on failure.
+fn join_cgroup(
+    path: Option<&str>,
+    id: &str,
+    pid: i32,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+) -> Result<Box<dyn berth_cgroups::CgroupManager>> {
+    let cg = berth_cgroups::open(path, id).map_err(cg_err)?;
+    cg.create().map_err(cg_err)?;
+    let r = cg
+        .add_process(pid)
+        .and_then(|()| resources.map_or(Ok(()), |r| cg.apply(r)));
+    if let Err(e) = r {
+        let _ = cg.destroy();
+        return Err(cg_err(e));
+    }
+    Ok(cg)
+}
+
+/// Write the init's uid and gid maps. Root writes them directly; a rootless caller
+/// writes a single mapping of its own id directly (gid_map after denying setgroups,
+/// as the kernel requires) and anything else through setuid newuidmap/newgidmap,
+/// which check the ranges against /etc/subuid and /etc/subgid.
+fn write_id_maps(
+    pid: i32,
+    uids: &[oci_spec::runtime::LinuxIdMapping],
+    gids: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
+    if !crate::rootless::is_rootless() {
+        write_id_map(pid, "uid_map", uids)?;
+        return write_id_map(pid, "gid_map", gids);
+    }
+    let own = |m: &[oci_spec::runtime::LinuxIdMapping], id: u32| {
+        m.len() == 1 && m[0].size() == 1 && m[0].host_id() == id
+    };
+    if own(uids, crate::rootless::euid()) {
+        write_id_map(pid, "uid_map", uids)?;
+    } else {
+        crate::rootless::newidmap("newuidmap", "linux.uidMappings", pid, uids)?;
+    }
+    if own(gids, crate::rootless::egid()) {
+        crate::sys::write_file(Path::new(&format!("/proc/{pid}/setgroups")), "deny")
+            .map_err(|e| Error::Init(format!("deny setgroups for the gid mapping: {e}")))?;
+        write_id_map(pid, "gid_map", gids)
+    } else {
+        crate::rootless::newidmap("newgidmap", "linux.gidMappings", pid, gids)
+    }
+}
+
 fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapping]) -> Result<()> {
     let text: String = maps
         .iter()
@@ -645,9 +704,15 @@ fn init_main(ctx: &InitCtx) -> ! {
 fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
     // SAFETY: prctl with integer arguments; die with the runtime during set-up and stay
     // non-dumpable (no ptrace, no /proc/PID/exe from the container) until execve.
+    // In a new user namespace that starts only after the runtime's go: /proc/PID of a
+    // non-dumpable process is root's, and a rootless runtime (or newuidmap on its
+    // behalf) must write our uid_map, gid_map and setgroups first (runc does the
+    // same). Until then we run only runtime code.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        if !ctx.userns {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
         let pp = libc::getppid();
         // In a new pid namespace the parent is invisible (ppid 0).
         if pp != 0 && pp != ctx.parent {
@@ -660,8 +725,9 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
         unsafe { libc::_exit(1) };
     }
     if ctx.in_userns {
-        // SAFETY: plain id arguments.
+        // SAFETY: prctl and plain id arguments.
         unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
             libc::setresgid(0, 0, 0);
             libc::setresuid(0, 0, 0);
         }
@@ -1307,12 +1373,23 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
             join.push((open_ro(Path::new(&theirs))?, f, n.to_string()));
         }
     }
+    // The pid and time namespaces apply to children only. Outside a user namespace
+    // we enter them here; with one, an intermediate child enters the user namespace
+    // first (a rootless caller may join the others only from inside it).
+    let mut pre = Vec::new();
+    if join.first().is_some_and(|j| j.1 == libc::CLONE_NEWUSER) {
+        pre.push(join.remove(0));
+    }
     for (n, f) in [("pid", libc::CLONE_NEWPID), ("time", libc::CLONE_NEWTIME)] {
         let theirs = format!("/proc/{}/ns/{n}", st.pid);
         if std::fs::read_link(&theirs).ok() != std::fs::read_link(format!("/proc/self/ns/{n}")).ok()
         {
             let fd = open_ro(Path::new(&theirs))?;
-            setns(fd.as_raw_fd(), f, n)?;
+            if pre.is_empty() {
+                setns(fd.as_raw_fd(), f, n)?;
+            } else {
+                pre.push((fd, f, n.to_string()));
+            }
         }
     }
     let (console, pty) = if fg_tty {
@@ -1353,7 +1430,15 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
     if let Some(list) = affinity.and_then(|a| a.initial().as_deref()) {
         proc_::set_cpu_affinity("process.execCPUAffinity.initial", list)?;
     }
-    let pid = clone_child(0)?;
+    let pid = if pre.is_empty() {
+        clone_child(0)?
+    } else {
+        let joins: Vec<(RawFd, i32, &str)> = pre
+            .iter()
+            .map(|(fd, f, n)| (fd.as_raw_fd(), *f, n.as_str()))
+            .collect();
+        clone_in_userns(&joins, 0)?
+    };
     if pid == 0 {
         let r: Result<Error> = (|| {
             // SAFETY: prctl with integer arguments.

@@ -18,6 +18,7 @@ mod netdev;
 pub mod oom;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod state;
 pub mod sys;
 mod tty;

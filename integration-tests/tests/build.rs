@@ -1383,3 +1383,179 @@ fn add_clones_git_repositories() {
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
+
+/// A static probe that asks the agent at $SSH_AUTH_SOCK for its identities
+/// (SSH_AGENTC_REQUEST_IDENTITIES) and prints the answer's type, the key count and
+/// the first key's comment.
+const AGENT_PROBE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+static unsigned be32(const unsigned char *p) { return (unsigned)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+static int readn(int fd, unsigned char *b, size_t n) {
+    size_t got = 0;
+    while (got < n) { ssize_t r = read(fd, b + got, n - got); if (r <= 0) return -1; got += r; }
+    return 0;
+}
+int main(void) {
+    const char *path = getenv("SSH_AUTH_SOCK");
+    if (!path) { puts("no SSH_AUTH_SOCK"); return 2; }
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); return 3; }
+    unsigned char req[5] = {0, 0, 0, 1, 11};
+    if (write(s, req, 5) != 5) return 4;
+    unsigned char hdr[4];
+    if (readn(s, hdr, 4)) return 5;
+    unsigned len = be32(hdr);
+    unsigned char *b = malloc(len);
+    if (readn(s, b, len)) return 6;
+    unsigned n = be32(b + 1);
+    printf("type %u keys %u", b[0], n);
+    if (n > 0) {
+        unsigned bl = be32(b + 5);
+        unsigned cl = be32(b + 9 + bl);
+        printf(" comment %.*s", (int)cl, (const char *)(b + 13 + bl));
+    }
+    printf(" sock %s\n", path);
+    return 0;
+}
+"#;
+
+#[test]
+fn run_ssh_mount_reaches_the_agent_and_nothing_else() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    let gcc = require_cmd("gcc");
+    let keygen = require_cmd("ssh-keygen");
+    let agent_bin = require_cmd("ssh-agent");
+    let ssh_add = require_cmd("ssh-add");
+    let dir = env.roots.path().join("ssh");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("probe.c"), AGENT_PROBE).unwrap();
+    run_ok(
+        &gcc,
+        [
+            "-static",
+            "-O1",
+            "-o",
+            env.ctx.join("probe").to_str().unwrap(),
+            dir.join("probe.c").to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let key = dir.join("id_ed25519");
+    run_ok(
+        &keygen,
+        [
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "berth-test-key",
+            "-f",
+            key.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    // a real agent holding the key
+    let sock = dir.join("agent.sock");
+    let agent = Server::spawn(
+        Command::new(&agent_bin)
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null()),
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "ssh-agent did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = Command::new(&ssh_add)
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY probe /probe\n\
+         RUN --mount=type=ssh /probe > /default-answer\n\
+         RUN --mount=type=ssh,id=other,target=/tmp/agent.sock,uid=65534,mode=0600 \
+             stat -c '%u %a' /tmp/agent.sock > /other-answer && su nobody -s /probe >> /other-answer\n\
+         RUN --mount=type=ssh,id=missing echo optional-skipped > /optional\n",
+    );
+    let build = |extra: &[&str], sock_env: Option<&Path>| {
+        let mut c = env.roots.berth();
+        c.arg("build")
+            .args(extra)
+            .arg(&env.ctx)
+            .env("BERTH_RUNTIME", bin_path("berth-oci"));
+        match sock_env {
+            Some(s) => c.env("SSH_AUTH_SOCK", s),
+            None => c.env_remove("SSH_AUTH_SOCK"),
+        };
+        c.output().unwrap()
+    };
+    // `default` from $SSH_AUTH_SOCK; `other` from the key file (a private agent)
+    let other = format!("other={}", key.display());
+    ok(build(
+        &["-t", "ssh:1", "--ssh", "default", "--ssh", &other],
+        Some(&sock),
+    ));
+    let files = layer_files(&env.store(), "ssh:1");
+    assert_eq!(
+        file_in(&files, "default-answer").unwrap().1,
+        "type 12 keys 1 comment berth-test-key sock /run/buildkit/ssh_agent.0\n"
+    );
+    let other_answer = file_in(&files, "other-answer").unwrap().1;
+    assert!(
+        other_answer
+            .starts_with("65534 600\ntype 12 keys 1 comment berth-test-key sock /tmp/agent.sock\n"),
+        "{other_answer}"
+    );
+    assert_eq!(file_in(&files, "optional").unwrap().1, "optional-skipped\n");
+    // no socket, mount point or agent path in any layer or in the history
+    for (p, _, _) in &files {
+        assert!(
+            !p.starts_with("run/buildkit") && !p.starts_with("tmp/agent.sock"),
+            "{p} in a layer"
+        );
+    }
+    let cfg = config_of(&env.store(), "ssh:1").to_string();
+    assert!(!cfg.contains("SSH_AUTH_SOCK") && !cfg.contains(sock.to_str().unwrap()));
+    // a required agent that is not given fails clearly
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
+    );
+    let out = build(&[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ssh agent default is required"),
+        "{}",
+        stderr(&out)
+    );
+    drop(agent);
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+    assert!(
+        !env.roots.state().join("build-ssh").exists()
+            || fs::read_dir(env.roots.state().join("build-ssh"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "the key agent's socket directory is left"
+    );
+}

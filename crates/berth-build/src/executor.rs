@@ -1651,7 +1651,37 @@ impl Builder<'_> {
                     });
                 }
                 MountType::Ssh => {
-                    return Err(Self::step_err(inst, "ssh mounts are not supported yet"));
+                    let sid = id.clone().unwrap_or_else(|| "default".to_string());
+                    let Some(sock) = self.opts.ssh.get(&sid) else {
+                        if m.required {
+                            return Err(Self::step_err(
+                                inst,
+                                format!(
+                                    "ssh agent {sid} is required but was not given (--ssh {sid}[=SOCKET|KEY])"
+                                ),
+                            ));
+                        }
+                        continue;
+                    };
+                    let n = planned.iter().filter(|p| p.kind == MountType::Ssh).count();
+                    let target = target
+                        .as_deref()
+                        .map(abs)
+                        .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}"));
+                    // which agent answers is not part of the key, as in BuildKit
+                    mounts_desc.push(json!({"ssh": sid, "target": target}));
+                    planned.push(Planned {
+                        kind: MountType::Ssh,
+                        target,
+                        source: Some(sock.clone()),
+                        readonly: true,
+                        from: None,
+                        size: None,
+                        env: None,
+                        mode: m.mode,
+                        uid: m.uid,
+                        gid: m.gid,
+                    });
                 }
             }
         }
@@ -1689,6 +1719,7 @@ impl Builder<'_> {
         let mut oci_mounts = Vec::new();
         let mut created: Vec<String> = Vec::new();
         let mut from_mounts: Vec<Work> = Vec::new();
+        let mut relays: Vec<crate::ssh::AgentRelay> = Vec::new();
         // /etc/hosts and /etc/resolv.conf as BuildKit gives them, bound from the step's
         // directory so they never reach the layer
         if fs::symlink_metadata(rootfs.join("etc")).is_ok_and(|m| m.is_dir()) {
@@ -1717,6 +1748,7 @@ impl Builder<'_> {
                 continue;
             }
             let file_target = p.kind == MountType::Secret
+                || p.kind == MountType::Ssh
                 || (p.kind == MountType::Bind
                     && p.from.is_none()
                     && p.source.as_ref().is_some_and(|s| {
@@ -1782,7 +1814,25 @@ impl Builder<'_> {
                     oci_mounts.push(json!({"destination": p.target, "type": "bind",
                         "source": src, "options": ["rbind", ro]}));
                 }
-                MountType::Ssh => {}
+                MountType::Ssh => {
+                    let upstream = p.source.clone().unwrap_or_default();
+                    let sock = work.path().join(format!("ssh-{}.sock", relays.len()));
+                    let relay = crate::ssh::AgentRelay::start(
+                        &upstream,
+                        &sock,
+                        p.uid.unwrap_or(0),
+                        p.gid.unwrap_or(0),
+                        p.mode.unwrap_or(0o600),
+                    )
+                    .map_err(|e| Self::step_err(inst, format!("ssh mount {}: {e}", p.target)))?;
+                    relays.push(relay);
+                    // the first agent mount is the one ssh clients find
+                    if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                        env.push(format!("SSH_AUTH_SOCK={}", p.target));
+                    }
+                    oci_mounts.push(json!({"destination": p.target, "type": "bind",
+                        "source": sock, "options": ["rbind"]}));
+                }
             }
         }
         let spec = RunSpec {
@@ -1806,6 +1856,7 @@ impl Builder<'_> {
             .runtime
             .run(work.path(), &id, &spec, self.out, step, started)?;
         drop(from_mounts);
+        drop(relays);
         if code != 0 {
             return Err(BuildError::RunFailed {
                 line,

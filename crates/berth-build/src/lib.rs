@@ -27,6 +27,7 @@ pub mod parser;
 pub mod runner;
 pub mod scope;
 pub mod shell;
+pub mod ssh;
 
 pub use ast::{Command, Dockerfile, Instruction};
 pub use parser::{ParseError, parse};

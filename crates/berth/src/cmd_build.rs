@@ -47,6 +47,11 @@ pub struct BuildArgs {
     /// Secret for `RUN --mount=type=secret`: `id=X,src=FILE` (or `id=X,env=VAR`).
     #[arg(long = "secret", value_name = "id=X,src=FILE")]
     pub secrets: Vec<String>,
+    /// SSH agent for `RUN --mount=type=ssh` and git sources over ssh: `default` or
+    /// `ID`, optionally `=SOCKET` or `=KEY[,KEY]` (default: the agent of
+    /// $SSH_AUTH_SOCK; key files are loaded into a private agent for this build).
+    #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY[,KEY]]")]
+    pub ssh: Vec<String>,
     /// Also write the image out: `type=oci,dest=FILE` or `type=docker,dest=FILE`.
     #[arg(short = 'o', long = "output", value_name = "type=oci|docker,dest=FILE")]
     pub output: Vec<String>,
@@ -98,6 +103,108 @@ fn base_images(
         out.push(image);
     }
     Ok(out)
+}
+
+/// An ssh-agent started for `--ssh ID=KEY`: killed and its directory removed on drop.
+struct KeyAgent {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Drop for KeyAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `ssh-agent` on a private socket and loads `keys` into it.
+fn key_agent(state: &std::path::Path, id: &str, keys: &[PathBuf]) -> Result<(PathBuf, KeyAgent)> {
+    let dir = state
+        .join("build-ssh")
+        .join(format!("{}-{id}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let sock = dir.join("agent.sock");
+    let child = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!("--ssh {id}: starting ssh-agent (is openssh-client installed?)")
+        })?;
+    let agent = KeyAgent { child, dir };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("--ssh {id}: ssh-agent did not start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = std::process::Command::new("ssh-add")
+        .args(keys)
+        .env("SSH_AUTH_SOCK", &sock)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("--ssh {id}: running ssh-add"))?;
+    if !out.status.success() {
+        bail!(
+            "--ssh {id}: loading keys: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((sock, agent))
+}
+
+/// `--ssh` values: agent sockets by id, and the agents started for key files.
+fn ssh_agents(
+    state: &std::path::Path,
+    specs: &[String],
+) -> Result<(BTreeMap<String, PathBuf>, Vec<KeyAgent>)> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = BTreeMap::new();
+    let mut agents = Vec::new();
+    for spec in specs {
+        let (id, paths) = match spec.split_once('=') {
+            Some((id, p)) => (
+                id.to_string(),
+                p.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect::<Vec<_>>(),
+            ),
+            None => (spec.clone(), Vec::new()),
+        };
+        if id.is_empty() {
+            bail!("--ssh {spec:?}: missing id (use default)");
+        }
+        let sock = match paths.as_slice() {
+            [] => PathBuf::from(std::env::var_os("SSH_AUTH_SOCK").with_context(|| {
+                format!(
+                    "--ssh {id}: SSH_AUTH_SOCK is not set (give a socket or key: --ssh {id}=PATH)"
+                )
+            })?),
+            [one] if std::fs::metadata(one).is_ok_and(|m| m.file_type().is_socket()) => one.clone(),
+            keys => {
+                for k in keys {
+                    if !k.is_file() {
+                        bail!(
+                            "--ssh {id}: {} is neither a socket nor a key file",
+                            k.display()
+                        );
+                    }
+                }
+                let (sock, agent) = key_agent(state, &id, keys)?;
+                agents.push(agent);
+                sock
+            }
+        };
+        out.insert(id, sock);
+    }
+    Ok((out, agents))
 }
 
 fn fields(s: &str) -> BTreeMap<String, String> {
@@ -213,6 +320,7 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         })
         .transpose()?
         .unwrap_or(0);
+    let (ssh, _key_agents) = ssh_agents(&global.state, &args.ssh)?;
     let store = crate::cmd_image::store(global)?;
     // base images: pulled when asked (--pull) or missing from the store, as docker does
     for image in base_images(&df, &build_args)? {
@@ -250,7 +358,7 @@ pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
         no_cache: args.no_cache,
         labels,
         secrets,
-        ssh: BTreeMap::new(),
+        ssh,
         runtime: berth_build::runner::default_runtime(),
         epoch,
         ignore_file: args

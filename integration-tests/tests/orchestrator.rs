@@ -632,3 +632,293 @@ fn jobs_complete_or_fail_and_claims_keep_data_until_deleted() {
     c.kill_serve("-TERM");
     leaks.assert_clean();
 }
+
+const TWO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: duo
+  annotations: {kubernetes.io/change-cause: "CAUSE"}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: duo}}
+  template:
+    metadata: {labels: {app: duo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: busybox:latest
+          imagePullPolicy: Never
+          command: [sh, -c, 'trap "exit 0" TERM; echo main VERSION; while true; do sleep 1; done']
+          env: [{name: GREETING, value: hi-VERSION}]
+        - name: side
+          image: busybox:latest
+          imagePullPolicy: Never
+          command: [sh, -c, 'trap "exit 0" TERM; echo side says VERSION; while true; do sleep 1; done']
+"#;
+
+/// Text with every run of white space made one space (column widths vary).
+fn norm(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn wait_logs(c: &Cluster, pod: &str, container: &str, want: &str) {
+    wait_until(
+        &format!("{want:?} in the logs of {pod}/{container}"),
+        20,
+        || {
+            let (code, out, err) = c.berth(&["logs", pod, "-c", container]);
+            assert_eq!(
+                code,
+                0,
+                "logs {pod} -c {container}: {err}\n{}",
+                c.ok(&["ps", "-a"])
+            );
+            out.contains(want)
+        },
+    );
+}
+
+#[test]
+fn rollout_history_undo_describe_logs_exec_and_top_work_like_kubectl() {
+    let mut c = Cluster::new();
+    let leaks = LeakCheck::new(&[c.roots.path().display().to_string()]);
+    c.start_serve();
+    c.apply(&TWO.replace("VERSION", "v1").replace("CAUSE", "first"));
+    let out = c.ok(&["rollout", "status", "deployment/duo", "--timeout", "60"]);
+    assert!(
+        out.ends_with("deployment \"duo\" successfully rolled out\n"),
+        "{out}"
+    );
+    c.wait_pods("2 ready pods", all_ready(2));
+    c.apply(&TWO.replace("VERSION", "v2").replace("CAUSE", "second"));
+    let out = c.ok(&["rollout", "status", "deployment/duo", "--timeout", "60"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let history = c.ok(&["rollout", "history", "deployment/duo"]);
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .skip(2)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, [vec!["1", "first"], vec!["2", "second"]], "{history}");
+    c.wait_pods("2 ready v2 pods", all_ready(2));
+    let pods = c.pods();
+    let pod = &pods[0].0;
+    wait_logs(&c, pod, "side", "side says v2");
+    wait_logs(&c, pod, "main", "main v2");
+    // exec into either container of a pod
+    assert_eq!(
+        c.ok(&[
+            "exec",
+            pod,
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING"
+        ])
+        .trim(),
+        "hi-v2"
+    );
+    assert_eq!(
+        c.ok(&["exec", pod, "-c", "side", "--", "hostname"]).trim(),
+        *pod
+    );
+    let (code, _, err) = c.berth(&["exec", pod, "-c", "nope", "--", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("container nope is not valid for pod"), "{err}");
+    // describe: kubectl's sections, the containers' states, the events
+    let d = norm(&c.ok(&["describe", "pod", pod]));
+    for want in [
+        "Name:",
+        "Status: Running",
+        "Controlled By:",
+        "Containers:",
+        "main:",
+        "side:",
+        "Restart Count: 0",
+        "Conditions:",
+        "Events:",
+        "Normal Started",
+        "kubelet Started container side",
+    ] {
+        assert!(d.contains(want), "{want:?} missing from describe pod:\n{d}");
+    }
+    let d = norm(&c.ok(&["describe", "deployment", "duo"]));
+    for want in [
+        "Replicas: 2 desired | 2 updated | 2 total | 2 available | 0 unavailable",
+        "StrategyType: RollingUpdate",
+        "NewReplicaSet:",
+        "ScalingReplicaSet",
+        "Scaled down replica set duo-",
+    ] {
+        assert!(
+            d.contains(want),
+            "{want:?} missing from describe deployment:\n{d}"
+        );
+    }
+    // top pods: one row per pod from the cgroups
+    let top = c.ok(&["top", "pods"]);
+    assert!(top.starts_with("NAME"), "{top}");
+    assert_eq!(top.lines().count(), 3, "{top}");
+    assert!(
+        top.lines().skip(1).all(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|v| v.ends_with('m'))),
+        "{top}"
+    );
+
+    // undo: back to the first template, which becomes revision 3
+    let out = c.ok(&["rollout", "undo", "deployment/duo"]);
+    assert!(out.contains("deployment.apps/duo rolled back"), "{out}");
+    c.ok(&["rollout", "status", "deployment/duo", "--timeout", "60"]);
+    let history = c.ok(&["rollout", "history", "deployment/duo"]);
+    let revs: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revs, ["2", "3"], "{history}");
+    c.wait_pods("2 ready v1 pods", |p| {
+        all_ready(2)(p) && !p.iter().any(|x| pods.iter().any(|y| y.0 == x.0))
+    });
+    let pod = c.pods()[0].0.clone();
+    wait_logs(&c, &pod, "main", "main v1");
+    let (code, _, err) = c.berth(&["rollout", "undo", "deployment/duo", "--to-revision", "9"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unable to find specified revision 9"), "{err}");
+
+    c.ok(&["delete", "deployment", "duo"]);
+    wait_until("everything to go", 30, || {
+        c.pods().is_empty() && c.containers().is_empty()
+    });
+    c.kill_serve("-TERM");
+    leaks.assert_clean();
+}
+
+const LOADED: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: switch}
+spec: {resources: {requests: {storage: 1Mi}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burn}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: burn}}
+  template:
+    metadata: {labels: {app: burn}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: cpu
+          image: busybox:latest
+          imagePullPolicy: Never
+          # busy while /load/on exists, idle otherwise
+          command: [sh, -c, 'trap "exit 0" TERM; while true; do while [ -f /load/on ]; do :; done; sleep 0.5; done']
+          resources: {requests: {cpu: 50m}, limits: {cpu: 200m}}
+          volumeMounts: [{name: switch, mountPath: /load}]
+      volumes: [{name: switch, persistentVolumeClaim: {claimName: switch}}]
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: burn}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: burn}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+    - type: Resource
+      resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 3}
+"#;
+
+#[test]
+fn hpa_scales_up_under_cpu_load_and_back_down_when_it_stops() {
+    let mut c = Cluster::new();
+    let leaks = LeakCheck::new(&[c.roots.path().display().to_string()]);
+    c.start_serve();
+    let out = c.apply(LOADED);
+    assert!(
+        out.contains("horizontalpodautoscaler.autoscaling/burn created"),
+        "{out}"
+    );
+    c.wait_pods("1 ready pod", all_ready(1));
+    let hpa = |c: &Cluster| json_of(c, &["get", "hpa", "burn", "-o", "json"]);
+    // idle: it stays at one replica once it has measured
+    wait_until("a first measurement", 20, || {
+        hpa(&c)["status"]["currentCPUUtilizationPercentage"].is_i64()
+    });
+    assert_eq!(hpa(&c)["status"]["desiredReplicas"], 1, "{}", hpa(&c));
+    let dir = std::path::PathBuf::from(
+        json_of(&c, &["get", "pvc", "switch", "-o", "json"])["status"]["path"]
+            .as_str()
+            .unwrap(),
+    );
+    std::fs::write(dir.join("on"), "").unwrap();
+    wait_until("scale up to 3", 60, || {
+        hpa(&c)["status"]["desiredReplicas"] == 3
+    });
+    c.wait_pods("3 ready pods", all_ready(3));
+    let table = c.ok(&["get", "hpa"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "burn", "{table}");
+    assert_eq!(row[1], "Deployment/burn", "{table}");
+    assert!(
+        row[3].ends_with("/50%") && row[3] != "<unknown>/50%",
+        "{table}"
+    );
+    assert_eq!(row[4..7], ["1", "3", "3"], "{table}");
+    let top = c.ok(&["top", "pods"]);
+    let busiest = top
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .trim_end_matches('m')
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    assert!(
+        busiest.is_some_and(|m| m >= 50),
+        "a loaded pod uses CPU: {top}"
+    );
+    // load off: back to minReplicas after the 3 s window
+    std::fs::remove_file(dir.join("on")).unwrap();
+    wait_until("scale down to 1", 60, || {
+        hpa(&c)["status"]["desiredReplicas"] == 1
+    });
+    c.wait_pods("1 pod", |p| p.len() == 1);
+    let d = c.ok(&["describe", "hpa", "burn"]);
+    assert!(
+        d.contains(
+            "New size: 3; reason: cpu resource utilization (percentage of request) above target"
+        ),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "New size: 1; reason: cpu resource utilization (percentage of request) below target"
+        ),
+        "{d}"
+    );
+    c.ok(&[
+        "delete",
+        "-f",
+        c.roots.path().join("m.yaml").to_str().unwrap(),
+    ]);
+    wait_until("everything to go", 30, || {
+        c.pods().is_empty() && c.containers().is_empty() && !dir.exists()
+    });
+    c.kill_serve("-TERM");
+    leaks.assert_clean();
+}

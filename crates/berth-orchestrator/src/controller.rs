@@ -76,6 +76,7 @@ pub struct Controller<'a> {
     images: &'a dyn Images,
     probes: HashMap<(String, String, &'static str), ProbeState>,
     last_services: Option<String>,
+    pub(crate) hpa: crate::hpa::State,
 }
 
 impl std::fmt::Debug for Controller<'_> {
@@ -102,11 +103,27 @@ impl<'a> Controller<'a> {
             images,
             probes: HashMap::new(),
             last_services: None,
+            hpa: crate::hpa::State::default(),
         })
     }
 
     /// One pass of every loop.
     pub fn reconcile(&mut self) -> Result<(), Error> {
+        let conn = &self.engine.conn;
+        let objects = store::list(conn, "")?;
+        let autoscalers: Vec<&Stored> = objects
+            .iter()
+            .filter(|o| o.object.kind() == "HorizontalPodAutoscaler")
+            .collect();
+        if !autoscalers.is_empty() {
+            let pods = store::pods(conn)?;
+            let containers = self.engine.list().map_err(engine_err("list containers"))?;
+            for h in autoscalers {
+                if let Body::HorizontalPodAutoscaler(spec) = &h.object.body {
+                    self.autoscale(h, spec, &objects, &pods, &containers)?;
+                }
+            }
+        }
         let conn = &self.engine.conn;
         let objects = store::list(conn, "")?;
         for d in objects.iter().filter(|o| o.object.kind() == "Deployment") {
@@ -1190,6 +1207,12 @@ pub(crate) fn new_pod(ns: &str, name: &str, owner: &str, template: Value) -> Pod
         ready: false,
         message: String::new(),
     }
+}
+
+/// The name of the ReplicaSet that runs `template` for Deployment `name`.
+pub fn replica_set_name(name: &str, template: &PodTemplateSpec) -> String {
+    let v = serde_json::to_value(template).unwrap_or(Value::Null);
+    format!("{name}-{}", short_hash(&v))
 }
 
 /// Ten hex digits of the template's SHA-256 (stable across runs and versions).

@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod controller;
+pub mod hpa;
 pub mod manifest;
 pub mod metrics;
 pub mod services;

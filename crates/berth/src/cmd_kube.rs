@@ -416,6 +416,7 @@ fn apply(g: &Global, files: &[PathBuf]) -> anyhow::Result<u8> {
             outcome.word()
         );
     }
+    kick(g);
     Ok(0)
 }
 
@@ -1064,9 +1065,20 @@ fn rollout_status(g: &Global, target: &[String], ns: &str, timeout: f64) -> anyh
         let desired = spec.replicas.unwrap_or(1).max(0) as usize;
         let revs = revisions(&conn, ns, &name)?;
         let pods = pod_views(g)?;
-        let newest = revs
-            .last()
-            .map(|(_, r)| format!("ReplicaSet/{}", r.object.metadata.name));
+        let wanted = berth_orchestrator::controller::replica_set_name(&name, &spec.template);
+        if !revs.iter().any(|(_, r)| r.object.metadata.name == wanted) {
+            let msg = "Waiting for deployment spec update to be observed...".to_string();
+            if msg != last {
+                println!("{msg}");
+                last = msg;
+            }
+            if timeout > 0.0 && start.elapsed().as_secs_f64() > timeout {
+                bail!("timed out waiting for the condition");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let newest = Some(format!("ReplicaSet/{wanted}"));
         let mine: Vec<&PodView> = pods
             .iter()
             .filter(|p| {

@@ -198,7 +198,7 @@ fn container_block(out: &mut String, k: &ContainerSpec, c: Option<&berth_engine:
             };
             line(out, "State", state.clone());
             if c.state == "restarting" {
-                let _ = writeln!(out, "      Reason:          CrashLoopBackOff");
+                let _ = writeln!(out, "      Reason:           CrashLoopBackOff");
             }
             if c.state == "exited" {
                 let reason = if c.exit_code == 0 {
@@ -206,24 +206,24 @@ fn container_block(out: &mut String, k: &ContainerSpec, c: Option<&berth_engine:
                 } else {
                     "Error"
                 };
-                let _ = writeln!(out, "      Reason:          {reason}");
-                let _ = writeln!(out, "      Exit Code:       {}", c.exit_code);
+                let _ = writeln!(out, "      Reason:           {reason}");
+                let _ = writeln!(out, "      Exit Code:        {}", c.exit_code);
             }
             if !c.started_at.is_empty() {
-                let _ = writeln!(out, "      Started:         {}", c.started_at);
+                let _ = writeln!(out, "      Started:          {}", c.started_at);
             }
             if c.state == "exited" && !c.finished_at.is_empty() {
-                let _ = writeln!(out, "      Finished:        {}", c.finished_at);
+                let _ = writeln!(out, "      Finished:         {}", c.finished_at);
             }
             if c.restart_count > 0 && c.state != "exited" {
                 line(out, "Last State", "Terminated".into());
-                let _ = writeln!(out, "      Exit Code:       {}", c.exit_code);
+                let _ = writeln!(out, "      Exit Code:        {}", c.exit_code);
             }
             line(out, "Restart Count", c.restart_count.to_string());
         }
         None => {
             line(out, "State", "Waiting".into());
-            let _ = writeln!(out, "      Reason:          ContainerCreating");
+            let _ = writeln!(out, "      Reason:           ContainerCreating");
         }
     }
     if let Some(r) = &k.resources {

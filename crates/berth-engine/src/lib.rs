@@ -8,6 +8,7 @@
 //! Each container has a small monitor process (see [`monitor`]) instead of a central
 //! daemon; any program can start one by re-executing itself with a hidden verb.
 
+pub mod attach;
 pub mod config;
 pub mod container;
 pub mod cp;

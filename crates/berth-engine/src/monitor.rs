@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::attach::Hub;
 use crate::config::RestartPolicy;
 use crate::container::{Container, Engine, Launcher, state};
 use crate::error::{Error, Result};
@@ -25,6 +26,9 @@ use crate::runtime::{Runtime, exit_code_for};
 
 /// Name of the environment variable telling the monitor its status socket fd.
 pub const FD_ENV: &str = "BERTH_MONITOR_FD";
+
+/// Set to 1 when the monitor's stdin is the caller's (a foreground `run -i`).
+const STDIN_ENV: &str = "BERTH_MONITOR_STDIN";
 
 /// What a foreground starter shares with the monitor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -214,6 +218,7 @@ pub fn spawn(
     cmd.args(&launcher.args)
         .arg(&c.id)
         .env(FD_ENV, "3")
+        .env(STDIN_ENV, if a.stdin { "1" } else { "0" })
         .stdin(if a.stdin {
             Stdio::inherit()
         } else {
@@ -328,10 +333,16 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
         logs::Writer::open(&engine.log_path(&c.id), logs::DEFAULT_MAX_SIZE)
             .map_err(Error::io("open log", engine.log_path(&c.id)))?,
     ));
+    // clients of `berth attach` (best effort: without it the container still runs)
+    let hub = Arc::new(Hub::default());
+    let attach_sock = crate::attach::socket_path(engine, &c.id);
+    if let Err(e) = crate::attach::listen(&attach_sock, hub.clone()) {
+        tracing::warn!(container = id, error = %e, "attach socket");
+    }
     let mut first = true;
     let code = loop {
         let c = engine.get(id)?;
-        let running = match start_once(engine, &c, &rt, &log, report) {
+        let running = match start_once(engine, &c, &rt, &log, &hub, report) {
             Ok(r) => r,
             Err(e) => {
                 let code = i64::from(e.exit_code());
@@ -340,6 +351,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
                 let _ = engine.record_exit(&c.id, code, state::EXITED);
                 engine.release(&c.id);
                 if first {
+                    let _ = std::fs::remove_file(&attach_sock);
                     if c.config.auto_remove {
                         let _ = engine.remove(&c.id, true, true);
                     }
@@ -357,6 +369,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
             let _ = p.join();
         }
         drop(running.dns);
+        hub.finish(code);
         let _ = rt.delete(&c.id);
         let now = match engine.get(id) {
             Ok(c) => c,
@@ -395,6 +408,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
         break code;
     };
     engine.release(id);
+    let _ = std::fs::remove_file(&attach_sock);
     let _ = std::fs::remove_dir_all(engine.run_dir(id).join("bundle"));
     if let Ok(c) = engine.get(id)
         && c.config.auto_remove
@@ -434,7 +448,7 @@ fn reap(pid: i32) -> i32 {
     }
 }
 
-fn write_all_fd(fd: RawFd, mut data: &[u8]) {
+pub(crate) fn write_all_fd(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: writing from a live buffer.
         let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
@@ -448,13 +462,20 @@ fn write_all_fd(fd: RawFd, mut data: &[u8]) {
     }
 }
 
-/// Copies `from` to the log (as `stream`) and to `to`, until EOF (or EIO of a pty).
+/// Copies `from` to the log (as `stream`), to `to` and to attached clients, until
+/// EOF (or EIO of a pty).
 fn pump(
     from: OwnedFd,
     stream: &'static str,
     to: RawFd,
     log: Arc<Mutex<logs::Writer>>,
+    hub: Arc<Hub>,
 ) -> std::thread::JoinHandle<()> {
+    let kind = if stream == "stderr" {
+        crate::attach::STDERR
+    } else {
+        crate::attach::STDOUT
+    };
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 32 << 10];
         loop {
@@ -477,6 +498,7 @@ fn pump(
                 let _ = l.write(stream, data);
             }
             write_all_fd(to, data);
+            hub.broadcast(kind, data);
         }
     })
 }
@@ -491,6 +513,7 @@ fn start_once(
     c: &Container,
     rt: &Runtime,
     log: &Arc<Mutex<logs::Writer>>,
+    hub: &Arc<Hub>,
     report: &dyn Fn(&str, Option<RawFd>),
 ) -> Result<Running> {
     let rundir = engine.run_dir(&c.id);
@@ -579,10 +602,18 @@ fn start_once(
     } else {
         let (or, ow) = pipe()?;
         let (er, ew) = pipe()?;
-        cmd.stdin(if c.config.interactive {
+        let foreground_stdin = std::env::var(STDIN_ENV).is_ok_and(|v| v == "1");
+        cmd.stdin(if !c.config.interactive {
+            Stdio::null()
+        } else if foreground_stdin {
             Stdio::inherit()
         } else {
-            Stdio::null()
+            // -d -i: the monitor holds stdin open; `berth attach` writes into it
+            let (ir, iw) = pipe()?;
+            if let Ok(mut slot) = hub.input.lock() {
+                *slot = Some(iw);
+            }
+            Stdio::from(ir)
         })
         .stdout(Stdio::from(ow))
         .stderr(Stdio::from(ew));
@@ -624,6 +655,9 @@ fn start_once(
             unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         }
         report("pty", Some(master.as_raw_fd()));
+        if let (Ok(mut slot), Ok(m)) = (hub.pty.lock(), master.try_clone()) {
+            *slot = Some(m);
+        }
         if c.config.interactive {
             let m = master.try_clone().map_err(Error::io("dup", "pty master"))?;
             std::thread::spawn(move || {
@@ -639,11 +673,11 @@ fn start_once(
                 }
             });
         }
-        pumps.push(pump(master, "stdout", 1, log.clone()));
+        pumps.push(pump(master, "stdout", 1, log.clone(), hub.clone()));
     }
     if let Some((or, er)) = out_pipes {
-        pumps.push(pump(or, "stdout", 1, log.clone()));
-        pumps.push(pump(er, "stderr", 2, log.clone()));
+        pumps.push(pump(or, "stdout", 1, log.clone(), hub.clone()));
+        pumps.push(pump(er, "stderr", 2, log.clone(), hub.clone()));
     }
     let _ = std::io::stdout().flush();
     let now = crate::timefmt::now();

@@ -171,6 +171,22 @@ pub enum ContainerCommand {
         /// Destination.
         dest: String,
     },
+    /// Attach to a running container: its output, and its input when it was started
+    /// with -i. Ends with the container's exit code, or at the detach keys.
+    Attach {
+        /// Do not send stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        /// Forward the signals berth receives to the container (without a terminal).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
+        /// Keys that detach, comma separated: ctrl-<letter>, ctrl-@, ctrl-[ or a
+        /// single character.
+        #[arg(long, default_value = "ctrl-p,ctrl-q")]
+        detach_keys: String,
+        /// Container.
+        container: String,
+    },
     /// The per-container monitor (started by run/start; not for users).
     #[command(hide = true, name = "internal-monitor")]
     InternalMonitor {
@@ -568,6 +584,12 @@ pub fn run(g: &Global, cmd: ContainerCommand) -> anyhow::Result<u8> {
             engine(g)?.rename(&container, &new_name)?;
             Ok(0)
         }
+        ContainerCommand::Attach {
+            no_stdin,
+            sig_proxy,
+            detach_keys,
+            container,
+        } => attach(g, no_stdin, sig_proxy, &detach_keys, &container),
         ContainerCommand::Cp { src, dest } => {
             let eng = engine(g)?;
             let split = |s: &str| -> Option<(String, String)> {
@@ -829,6 +851,169 @@ fn foreground(h: &monitor::Handle, c: &Container, interactive: bool) -> anyhow::
     drop(raw);
     let _ = std::io::stdout().flush();
     Ok(code?.clamp(0, 255) as u8)
+}
+
+/// `ctrl-p,ctrl-q` as bytes.
+fn parse_detach_keys(s: &str) -> anyhow::Result<Vec<u8>> {
+    s.split(',')
+        .map(|k| {
+            let k = k.trim();
+            if let Some(c) = k.strip_prefix("ctrl-") {
+                match c.as_bytes() {
+                    [b @ b'a'..=b'z'] => Ok(b - b'a' + 1),
+                    [b'@'] => Ok(0),
+                    [b'['] => Ok(27),
+                    [b'\\'] => Ok(28),
+                    [b']'] => Ok(29),
+                    [b'^'] => Ok(30),
+                    [b'_'] => Ok(31),
+                    _ => bail!("invalid detach key {k:?}"),
+                }
+            } else if k.len() == 1 {
+                Ok(k.as_bytes()[0])
+            } else {
+                bail!("invalid detach key {k:?}")
+            }
+        })
+        .collect()
+}
+
+fn send_winsize(sock: &std::os::unix::net::UnixStream) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    for fd in [0, 1] {
+        // SAFETY: TIOCGWINSZ fills ws.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            let mut data = ws.ws_row.to_be_bytes().to_vec();
+            data.extend_from_slice(&ws.ws_col.to_be_bytes());
+            let _ =
+                berth_engine::attach::write_frame(&mut &*sock, berth_engine::attach::RESIZE, &data);
+            return;
+        }
+    }
+}
+
+fn attach(
+    g: &Global,
+    no_stdin: bool,
+    sig_proxy: bool,
+    detach_keys: &str,
+    name: &str,
+) -> anyhow::Result<u8> {
+    use berth_engine::attach as at;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let keys = parse_detach_keys(detach_keys)?;
+    let eng = engine(g)?;
+    let c = eng.get(name)?;
+    if !matches!(c.state.as_str(), state::RUNNING | state::PAUSED) {
+        bail!("cannot attach to a stopped container, start it first");
+    }
+    let sock = at::connect(&eng, &c.id).with_context(|| format!("attach to container {name}"))?;
+    let tty = c.config.tty;
+    let stdin_on = c.config.interactive && !no_stdin;
+    let raw = (tty && stdin_on && std::io::stdin().is_terminal()).then(RawMode::enter);
+    if tty {
+        send_winsize(&sock);
+    }
+    let proxy = sig_proxy && !tty;
+    if proxy || tty {
+        let mut set = nix::sys::signal::SigSet::empty();
+        use nix::sys::signal::Signal::*;
+        set.add(SIGWINCH);
+        if proxy {
+            for s in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] {
+                set.add(s);
+            }
+        }
+        let _ = set.thread_block();
+        let (pid, out) = (c.pid as i32, sock.try_clone()?);
+        std::thread::spawn(move || {
+            while let Ok(sig) = set.wait() {
+                if sig == SIGWINCH {
+                    if tty {
+                        send_winsize(&out);
+                    }
+                    continue;
+                }
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+            }
+        });
+    }
+    let detached = Arc::new(AtomicBool::new(false));
+    if stdin_on {
+        let (out, detached) = (sock.try_clone()?, detached.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                // SAFETY: reading into a live buffer.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                if n <= 0 {
+                    // stdin ended: the container's stays open (docker's -d -i)
+                    return;
+                }
+                let mut send = Vec::with_capacity(n as usize);
+                for &b in &buf[..n as usize] {
+                    if !keys.is_empty() && b != keys[held.len()] {
+                        // not the sequence after all: what was held goes through
+                        send.append(&mut held);
+                    }
+                    if !keys.is_empty() && b == keys[held.len()] {
+                        held.push(b);
+                        if held.len() == keys.len() {
+                            detached.store(true, Ordering::SeqCst);
+                            let _ = out.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        continue;
+                    }
+                    send.push(b);
+                }
+                if !send.is_empty() && at::write_frame(&mut &out, at::STDIN, &send).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut reader = std::io::BufReader::new(&sock);
+    let mut code = None;
+    while let Ok(Some((kind, data))) = at::read_frame(&mut reader) {
+        match kind {
+            at::STDOUT => {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&data);
+                let _ = o.flush();
+            }
+            at::STDERR => {
+                let _ = std::io::stderr().write_all(&data);
+            }
+            at::EXIT if data.len() == 4 => {
+                code = Some(i32::from_be_bytes([data[0], data[1], data[2], data[3]]));
+                break;
+            }
+            _ => {}
+        }
+    }
+    drop(raw);
+    if detached.load(Ordering::SeqCst) {
+        eprintln!("read escape sequence");
+        return Ok(0);
+    }
+    let code = match code {
+        Some(c) => i64::from(c),
+        None => eng.wait(&c.id)?,
+    };
+    Ok(code.clamp(0, 255) as u8)
 }
 
 fn short(id: &str, no_trunc: bool) -> &str {
@@ -1226,8 +1411,14 @@ fn exec(g: &Global, a: ExecArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit_status(st));
     }
-    // -t: the pty comes over a console socket
-    let sock = dir.path().join("console.sock");
+    // -t: the pty comes over a console socket (sun_path holds 108 bytes: deep state
+    // roots get a short directory under /tmp instead)
+    let mut sock = dir.path().join("console.sock");
+    let short_dir;
+    if sock.as_os_str().len() > 100 {
+        short_dir = tempfile::Builder::new().prefix("berth-exec-").tempdir()?;
+        sock = short_dir.path().join("console.sock");
+    }
     let l = std::os::unix::net::UnixListener::bind(&sock)?;
     cmd.arg("--tty")
         .arg("--console-socket")

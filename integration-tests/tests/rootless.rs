@@ -322,7 +322,7 @@ fn rootless_run_own_id_like_runc() {
         assert!(o.status.success(), "{tag}: {}{}", err(&o), text(&o));
         if tag == "berth" {
             assert!(
-                err(&o).contains("no cgroup delegated to uid 23790"),
+                err(&o).contains("no cgroup delegated to this user"),
                 "{}",
                 err(&o)
             );
@@ -472,5 +472,197 @@ fn rootless_lifecycle_with_subid_ranges() {
         outs.push(text(&o));
     }
     assert_eq!(outs[0], outs[1], "berth-oci (left) and runc (right)");
+    leak.assert_clean();
+}
+
+// ---- podman rootless on berth-oci ----
+
+const IMAGE: &str = "docker.io/library/busybox:latest";
+
+/// podman run by the test user with its own storage, run root and tmp dir under a
+/// temp dir, berth-oci as the runtime (state under the default
+/// $XDG_RUNTIME_DIR/berth-oci, which podman's cleanup also uses), and busybox loaded
+/// from a local docker-archive.
+struct RootlessPodman {
+    dir: tempfile::TempDir,
+}
+
+impl RootlessPodman {
+    fn new() -> RootlessPodman {
+        rootless_user();
+        require_cmd("conmon");
+        require_cmd("slirp4netns");
+        let tun = std::fs::metadata("/dev/net/tun").map(|m| m.mode() & 0o777);
+        assert_eq!(
+            tun.ok(),
+            Some(0o666),
+            "prerequisite missing: /dev/net/tun usable by users (run `cargo xtask install`)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rl-podman-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/runroot\"\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let store = berth_image::Store::open(&d.join("layout")).unwrap();
+        berth_image::fixtures::busybox_image(&store, IMAGE).unwrap();
+        let f = std::fs::File::create(d.join("busybox.tar")).unwrap();
+        berth_image::archive::save(&store, &[IMAGE.to_owned()], f).unwrap();
+        let o = Command::new("chown")
+            .args(["-R", &format!("{UID}:{UID}")])
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        let archive = d.join("busybox.tar");
+        let p = RootlessPodman { dir };
+        let o = p.run(&["load", "-q", "-i", archive.to_str().unwrap()]);
+        assert!(o.status.success(), "podman load: {}", err(&o));
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let d = self.dir.path();
+        as_user(&require_cmd("podman"))
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
+            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
+            .arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .arg("--runtime")
+            .arg(bin_path("berth-oci"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn marker(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+}
+
+impl Drop for RootlessPodman {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
+        // podman keeps the user namespace alive with a pause process (catatonit).
+        let pause = self.dir.path().join("tmp/pause.pid");
+        if let Some(pid) = std::fs::read_to_string(pause)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: sending a signal to the pause process of this test's podman.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// podman as an unprivileged user runs its containers on berth-oci: run --rm with the
+/// exit code, the subordinate ranges as mappings and slirp4netns networking; a
+/// detached container's logs, exec into it, rm. The state podman's cleanup removes
+/// lives under $XDG_RUNTIME_DIR/berth-oci.
+#[test]
+fn podman_rootless_run_exec_logs_on_berth_oci() {
+    let p = RootlessPodman::new();
+    let mut leak = LeakCheck::new(&[p.marker()]);
+    let o = p.run(&[
+        "run",
+        "--rm",
+        "--pull=never",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; ip -4 addr show tap0 | grep -o 'inet [0-9.]*'; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", err(&o), text(&o));
+    let out = text(&o);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["0", "23790", "1"], "{out}");
+    assert_eq!(rows[1], ["1", "2000000", "65536"], "{out}");
+    assert_eq!(
+        rows[2],
+        ["inet", "10.0.2.100"],
+        "slirp4netns address: {out}"
+    );
+    let o = p.run(&[
+        "run",
+        "--rm",
+        "--pull=never",
+        "--network",
+        "none",
+        IMAGE,
+        "true",
+    ]);
+    assert!(o.status.success(), "run true: {}", err(&o));
+
+    let name = unique_id("rl-podman");
+    leak.add_marker(name.clone());
+    let o = p.run(&[
+        "run",
+        "-d",
+        "--pull=never",
+        "--name",
+        &name,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hello-log; exec sleep 60",
+    ]);
+    assert!(o.status.success(), "run -d: {}", err(&o));
+    let id = text(&o).trim().to_string();
+    leak.add_marker(id.clone());
+    let state = PathBuf::from(format!("/run/user/{UID}/berth-oci/{id}"));
+    assert!(state.is_dir(), "no berth-oci state at {}", state.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = p.run(&["logs", &name]);
+        if text(&o).contains("hello-log") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {}{}", text(&o), err(&o));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = p.run(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo in-exec; id -u; cat /proc/1/comm",
+    ]);
+    assert!(o.status.success(), "exec: {}", err(&o));
+    assert_eq!(text(&o), "in-exec\n0\nsleep\n");
+    let o = p.run(&["rm", "-f", "-t", "0", &name]);
+    assert!(o.status.success(), "rm: {}", err(&o));
+    assert_eq!(text(&p.run(&["ps", "-a", "-q"])).trim(), "");
+    assert!(
+        !state.exists(),
+        "berth-oci state left at {}",
+        state.display()
+    );
+    drop(p);
     leak.assert_clean();
 }

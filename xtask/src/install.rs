@@ -115,6 +115,16 @@ pub fn rootless_user() -> Result<()> {
         kept.push(&line);
         std::fs::write(f, kept.join("\n") + "\n").with_context(|| format!("write {f}"))?;
     }
+    // Rootless networking (slirp4netns) opens /dev/net/tun as the user: udev makes it
+    // 0666 on a usual Debian host, this VM boots it 0600.
+    let tun = std::path::Path::new("/dev/net/tun");
+    if root
+        && let Ok(m) = std::fs::metadata(tun)
+        && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777 != 0o666
+    {
+        std::fs::set_permissions(tun, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .context("chmod 0666 /dev/net/tun")?;
+    }
     println!("install: rootless test user {ROOTLESS_USER} (uid {ROOTLESS_UID}) ready");
     Ok(())
 }

@@ -444,10 +444,9 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         }
         // Rootless: only a delegated cgroup is writable. Without one the container
         // runs with no cgroup and no limits, as the user is told (never a failure).
-        Err(e) if crate::rootless::is_rootless() => {
+        Err(e) if crate::rootless::cgroups_optional() => {
             warn_stderr(&format!(
-                "rootless: no cgroup delegated to uid {} ({e}): the container runs without a cgroup; resource limits, pause, update and stats are unavailable",
-                crate::rootless::euid()
+                "rootless: no cgroup delegated to this user ({e}): the container runs without a cgroup; resource limits, pause, update and stats are unavailable"
             ));
             None
         }
@@ -748,7 +747,9 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
         spec: ctx.spec,
         rootfs: ctx.rootfs,
         bundle: ctx.bundle,
-        userns: ctx.in_userns,
+        // Inside any user namespace but the host's (ours too, under a rootless
+        // engine), device nodes cannot be made.
+        userns: ctx.in_userns || crate::rootless::in_user_namespace(),
         cgroupns: ctx.cgroupns,
         netns: ctx.netns,
         no_pivot: ctx.no_pivot,

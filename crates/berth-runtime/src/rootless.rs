@@ -23,6 +23,19 @@ pub fn is_rootless() -> bool {
     euid() != 0
 }
 
+/// Whether we run inside a user namespace other than the host's (as the runtime of
+/// a rootless engine does: podman runs it as root of the user's namespace).
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}
+
+/// Whether a missing cgroup is a warning rather than an error: without host root
+/// only a delegated cgroup is writable.
+pub fn cgroups_optional() -> bool {
+    is_rootless() || in_user_namespace()
+}
+
 /// The owner recorded in the state as `list` shows it: empty for root (as runc's
 /// state), else the user name from /etc/passwd, or the uid.
 pub fn owner_name() -> String {
@@ -42,14 +55,15 @@ pub fn owner_name() -> String {
 
 /// The default state root of a runtime named `name`: `/run/NAME` for root,
 /// `$XDG_RUNTIME_DIR/NAME` for anyone else (as runc uses `$XDG_RUNTIME_DIR/runc`),
-/// `/tmp/NAME-UID` when XDG_RUNTIME_DIR is not set.
+/// also for root of a user namespace whose $USER is not root (a rootless engine such
+/// as podman runs us so), and `/tmp/NAME-UID` when XDG_RUNTIME_DIR is not set.
 pub fn default_state_root(name: &str) -> PathBuf {
-    if !is_rootless() {
-        return PathBuf::from("/run").join(name);
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d).join(name),
-        None => std::env::temp_dir().join(format!("{name}-{}", euid())),
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty());
+    let engine_userns = in_user_namespace() && std::env::var("USER").map_or(true, |u| u != "root");
+    match xdg {
+        Some(d) if is_rootless() || engine_userns => PathBuf::from(d).join(name),
+        None if is_rootless() => std::env::temp_dir().join(format!("{name}-{}", euid())),
+        _ => PathBuf::from("/run").join(name),
     }
 }
 

@@ -1559,3 +1559,101 @@ fn run_ssh_mount_reaches_the_agent_and_nothing_else() {
         "the key agent's socket directory is left"
     );
 }
+
+/// `n` bytes that do not compress (xorshift), different per seed.
+fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Bytes of "Total reclaimed space: 1.2MB".
+fn reclaimed(out: &str) -> f64 {
+    let v = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Total reclaimed space: "))
+        .unwrap_or_else(|| panic!("no reclaimed space in {out}"));
+    let v = v.split_whitespace().next().unwrap();
+    let (num, mult) = if let Some(n) = v.strip_suffix("GB") {
+        (n, 1e9)
+    } else if let Some(n) = v.strip_suffix("MB") {
+        (n, 1e6)
+    } else if let Some(n) = v.strip_suffix("kB") {
+        (n, 1e3)
+    } else {
+        (v.strip_suffix('B').unwrap(), 1.0)
+    };
+    num.parse::<f64>().unwrap() * mult
+}
+
+#[test]
+fn builder_prune_removes_cache_and_reports_space() {
+    let env = Env::new();
+    let leaks = env.leak_check();
+    let berth = |args: &[&str]| {
+        let out = env.roots.berth().args(args).output().unwrap();
+        assert!(out.status.success(), "berth {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY big.bin /big.bin\n\
+         RUN --mount=type=cache,target=/c,id=pc dd if=/dev/zero of=/c/fill bs=1024 count=512 2>/dev/null; echo ran > /ran\n",
+    );
+    fs::write(env.ctx.join("big.bin"), noise(1 << 20, 1)).unwrap();
+    ok(env.build(&["-t", "p:1"]));
+    let old = layer_digests(&env.store(), "p:1");
+    // the tag moves on: the first COPY layer is kept by the cache alone
+    fs::write(env.ctx.join("big.bin"), noise(1 << 20, 2)).unwrap();
+    ok(env.build(&["-t", "p:1"]));
+    let old_copy: berth_image::Digest = old[old.len() - 2].parse().unwrap();
+    assert!(env.store().has_blob(&old_copy));
+    // everything was used within the hour
+    let out = berth(&["builder", "prune", "--filter", "until=1h"]);
+    assert_eq!(reclaimed(&out), 0.0, "{out}");
+    // without --all: the dangling entry, its layer and snapshot, and the cache mount
+    let out = berth(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted build cache objects:"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("mount:")).count(),
+        1,
+        "{out}"
+    );
+    assert!(reclaimed(&out) > 2.5e6, "{out}");
+    assert!(!env.store().has_blob(&old_copy));
+    let mounts = env.roots.root().join("build/mounts");
+    assert_eq!(fs::read_dir(&mounts).unwrap().count(), 0);
+    // what the image uses stays cached
+    let log = ok(env.build(&["-t", "p:1"]));
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    // --all: nothing is cached afterwards
+    let out = berth(&["builder", "prune", "--all"]);
+    assert!(reclaimed(&out) > 0.0, "{out}");
+    let log = ok(env.build(&["-t", "p:1"]));
+    assert!(!log.contains("CACHED"), "{log}");
+    // system prune clears the build cache too
+    let out = berth(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted build cache objects"), "{out}");
+    let log = ok(env.build(&["-t", "p:1"]));
+    assert!(!log.contains("CACHED"), "{log}");
+    let out = env
+        .roots
+        .berth()
+        .args(["builder", "prune", "--filter", "label=x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("only until=DURATION"),
+        "{}",
+        stderr(&out)
+    );
+    leaks.assert_clean();
+    env.assert_no_leftovers();
+}

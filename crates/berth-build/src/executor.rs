@@ -257,7 +257,12 @@ impl Cache {
         let diff_id: Digest = v.get("diff_id")?.as_str()?.parse().ok()?;
         let blob = berth_image::desc_digest(&desc).ok()?;
         // a pruned blob makes the entry useless
-        store.has_blob(&blob).then_some(Layer { desc, diff_id })
+        if !store.has_blob(&blob) {
+            return None;
+        }
+        // the last use, for `builder prune --filter until=`
+        touch(&self.dir.join(key.hex()));
+        Some(Layer { desc, diff_id })
     }
 
     fn put(&self, key: &Digest, layer: &Layer) -> Result<(), BuildError> {
@@ -271,6 +276,13 @@ impl Cache {
         tmp.persist(&path)
             .map_err(|e| io_err("write", &path)(e.error))?;
         Ok(())
+    }
+}
+
+/// Sets a path's modification time to now (best effort).
+fn touch(path: &Path) {
+    if let Ok(f) = fs::File::open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -334,29 +346,36 @@ fn pid_alive(pid: i32) -> bool {
 /// directories (unmounted first) and their RUN containers. Names carry the builder's
 /// pid, so live builds are left alone.
 fn sweep_stale(tmp: &Path, runtime: &Runtime) {
-    let dead = |name: &str, prefix: &str| {
-        name.strip_prefix(prefix)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(|pid| pid > 0 && !pid_alive(pid))
-    };
     if let Ok(rd) = fs::read_dir(&runtime.state_root) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if dead(&name, "berth-build-") {
+            if dead_owner(&name, "berth-build-") {
                 runtime.delete_force(&name);
             }
         }
     }
+    sweep(tmp);
+}
+
+/// Removes the step directories of builds that are gone (unmounted first).
+pub(crate) fn sweep(tmp: &Path) {
     if let Ok(rd) = fs::read_dir(tmp) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if dead(&name, "step-") {
+            if dead_owner(&name, "step-") {
                 let _ = berth_image::unmount_overlay(&e.path());
                 let _ = fs::remove_dir_all(e.path());
             }
         }
     }
+}
+
+/// Whether `name` is `<prefix><pid>-...` of a process that no longer exists.
+fn dead_owner(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(|pid| pid > 0 && !pid_alive(pid))
 }
 
 fn automatic_args() -> Vec<(String, String)> {
@@ -1785,6 +1804,7 @@ impl Builder<'_> {
                         )
                         .map_err(io_err("chown", &dir))?;
                     }
+                    touch(&dir);
                     let ro = if p.readonly { "ro" } else { "rw" };
                     oci_mounts.push(json!({"destination": p.target, "type": "bind",
                         "source": dir, "options": ["rbind", ro]}));

@@ -24,6 +24,7 @@ pub mod fsutil;
 pub mod git;
 pub mod mount;
 pub mod parser;
+pub mod prune;
 pub mod runner;
 pub mod scope;
 pub mod shell;

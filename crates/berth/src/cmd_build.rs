@@ -16,7 +16,65 @@ use anyhow::{Context, Result, bail};
 #[derive(Debug, clap::Subcommand)]
 pub enum BuildCommand {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Manage the build cache.
+    Builder {
+        #[command(subcommand)]
+        command: BuilderSub,
+    },
+}
+
+/// `berth builder ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BuilderSub {
+    /// Remove build cache: step-cache entries no image uses (all of them with
+    /// --all), RUN cache mounts, and the layers only they kept.
+    Prune {
+        /// Remove every entry, also those whose layers tagged images use.
+        #[arg(short, long)]
+        all: bool,
+        /// `until=DURATION` (24h, 90m, 30s): only what was last used longer ago.
+        #[arg(long = "filter", value_name = "until=DURATION")]
+        filters: Vec<String>,
+        /// Do not ask for confirmation (berth never asks).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Runs `berth builder prune`: the options turned into berth-build's, and the
+/// report printed as docker does.
+fn prune(global: &crate::Global, all: bool, filters: &[String]) -> Result<u8> {
+    let mut until = None;
+    for f in filters {
+        match f.split_once('=') {
+            Some(("until", v)) => {
+                let ns = berth_build::duration::parse_go_duration(v)
+                    .filter(|n| *n >= 0)
+                    .with_context(|| format!("--filter {f:?}: not a duration like 24h or 90m"))?;
+                until = Some(std::time::Duration::from_nanos(ns as u64));
+            }
+            _ => bail!("--filter {f:?}: only until=DURATION is supported"),
+        }
+    }
+    let store = crate::cmd_image::store(global)?;
+    let r = berth_build::prune::prune(
+        &store,
+        &global.root,
+        &berth_build::prune::PruneOptions { all, until },
+    )?;
+    if !r.removed.is_empty() {
+        println!("Deleted build cache objects:");
+        for id in &r.removed {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        crate::cmd_image::human(r.bytes)
+    );
+    Ok(0)
 }
 
 /// Options of `berth build`.
@@ -216,7 +274,12 @@ fn fields(s: &str) -> BTreeMap<String, String> {
 
 /// Runs `berth build`.
 pub fn run(global: &crate::Global, cmd: BuildCommand) -> Result<u8> {
-    let BuildCommand::Build(args) = cmd;
+    let args = match cmd {
+        BuildCommand::Build(args) => *args,
+        BuildCommand::Builder {
+            command: BuilderSub::Prune { all, filters, .. },
+        } => return prune(global, all, &filters),
+    };
     let (name, text) = match &args.file {
         Some(p) if p.as_os_str() == "-" => {
             let mut s = String::new();

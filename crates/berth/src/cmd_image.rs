@@ -318,10 +318,22 @@ pub fn run(global: &Global, cmd: ImageCommand) -> anyhow::Result<u8> {
                     println!("Deleted Volumes:\n{}\n", vols.join("\n"));
                 }
             }
+            // all build cache goes too (its layers are then unreferenced content)
+            let cache = berth_build::prune::prune(
+                &store,
+                &global.root,
+                &berth_build::prune::PruneOptions {
+                    all: true,
+                    until: None,
+                },
+            )?;
+            if !cache.removed.is_empty() {
+                println!("Deleted build cache objects: {}\n", cache.removed.len());
+            }
             let r = gc::prune(&store)?;
             println!(
                 "Total reclaimed space: {} ({} blobs, {} snapshots)",
-                human(r.bytes),
+                human(r.bytes + cache.bytes),
                 r.blobs.len(),
                 r.snapshots.len()
             );
@@ -364,7 +376,7 @@ fn atty_stdout() -> bool {
     io::stdout().is_terminal()
 }
 
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= 1e9 {
         format!("{:.2}GB", b / 1e9)

@@ -1039,3 +1039,253 @@ fn layer_extraction_stays_inside_root() {
     }
     leak.assert_clean();
 }
+
+// ---------------------------------------------------------------------------
+// berth cp
+// ---------------------------------------------------------------------------
+
+/// `berth cp` with stdin from `input` (a tar stream for `cp -`).
+fn berth_stdin(roots: &TestRoots, args: &[&str], input: &[u8]) -> Output {
+    let mut child = roots
+        .berth()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// CVE-2019-14271 class: symlinks the container plants (absolute, `../`, to its own
+/// /etc/shadow, to /) are resolved inside the container for copies out, copies in and
+/// tar streams in, running and stopped; no host file is read or written.
+#[test]
+fn cp_resolves_every_path_inside_the_container() {
+    let (roots, mut leak) = setup();
+    let secret_dir = roots.path().join("host-secret");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("shadow"), "host secret\n").unwrap();
+    let victim = roots.path().join("host-victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("keep"), "host\n").unwrap();
+    let (sd, vd) = (secret_dir.display(), victim.display());
+    let name = run_detached(&roots, &[], &["sleep", "60"]);
+    leak.add_marker(name.clone());
+    let plant = format!(
+        "echo ctr-shadow > /etc/shadow && ln -s {sd} /leak-abs && ln -s ../../../../../../..{sd} /leak-rel \
+         && ln -s /etc/shadow /shadowlink && ln -s {vd} /victim && ln -s / /rootlink && mkdir -p {vd}"
+    );
+    ok(&roots, &["exec", &name, "sh", "-c", &plant]);
+    let out = roots.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let check_out = |roots: &TestRoots, label: &str| {
+        for (i, src) in [
+            "/leak-abs/shadow".to_string(),
+            "/leak-rel/shadow".to_string(),
+            format!("/rootlink{sd}/shadow"),
+            "/leak-abs/.".to_string(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let dst = out.join(format!("{label}-{i}"));
+            let o = berth(
+                roots,
+                &["cp", &format!("{name}:{src}"), dst.to_str().unwrap()],
+            );
+            let got = tree(&out)
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(out.join(f)).ok())
+                .collect::<Vec<_>>();
+            assert!(
+                !got.iter().any(|c| c.contains("host secret")),
+                "{label}: cp {src} copied the host's file ({})",
+                text(&o.stderr)
+            );
+            assert!(
+                !o.status.success()
+                    || !dst.exists()
+                    || std::fs::symlink_metadata(&dst).unwrap().is_dir(),
+                "{label}: cp {src} produced {}",
+                dst.display()
+            );
+        }
+    };
+    check_out(&roots, "running");
+    // the link is copied as a link, its target never read
+    let dst = out.join("shadowlink");
+    ok(
+        &roots,
+        &["cp", &format!("{name}:/shadowlink"), dst.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read_link(&dst).unwrap(), Path::new("/etc/shadow"));
+    // copies in: through the links, the files land inside the container
+    let src = roots.path().join("upload");
+    std::fs::write(&src, "uploaded\n").unwrap();
+    for dest in ["/victim/x", &format!("/rootlink{vd}/y"), "/victim"] {
+        ok(
+            &roots,
+            &["cp", src.to_str().unwrap(), &format!("{name}:{dest}")],
+        );
+    }
+    let tarball = raw_tar(&[
+        file("in-tar", b"t"),
+        file("../../../../../../../escape", b"t"),
+    ]);
+    let o = berth_stdin(&roots, &["cp", "-", &format!("{name}:/victim")], &tarball);
+    assert!(!o.status.success(), "a `..` entry was accepted");
+    let o = berth_stdin(
+        &roots,
+        &["cp", "-", &format!("{name}:/victim")],
+        &raw_tar(&[file("in-tar", b"t")]),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(tree(&victim), vec!["keep".to_string()], "host dir written");
+    let inside = ok(&roots, &["exec", &name, "ls", &vd.to_string()]);
+    assert_eq!(
+        inside.split_whitespace().collect::<Vec<_>>(),
+        ["in-tar", "upload", "x", "y"],
+        "the copies did not land inside the container"
+    );
+    ok(&roots, &["stop", "-t", "0", &name]);
+    check_out(&roots, "stopped");
+    ok(
+        &roots,
+        &["cp", src.to_str().unwrap(), &format!("{name}:/victim/z")],
+    );
+    assert_eq!(tree(&victim), vec!["keep".to_string()], "host dir written");
+    ok(&roots, &["rm", "-f", &name]);
+    leak.assert_clean();
+}
+
+/// The race of CVE-2018-15664: while `berth cp` runs, the container keeps exchanging
+/// (renameat2 RENAME_EXCHANGE, millions of times a second) a directory and a symlink to
+/// a host directory; no copy ever reads or writes there.
+#[test]
+fn cp_symlink_swap_race_stays_inside() {
+    let (roots, mut leak) = setup();
+    let host = roots.path().join("host-race");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("secret"), "host secret\n").unwrap();
+    let swap = format!(
+        "mkdir /w && echo ctr > /w/secret && ln -s {} /w.l && exec /probe swap /w /w.l 60",
+        host.display()
+    );
+    let name = run_detached(&roots, &[], &["sh", "-c", &swap]);
+    leak.add_marker(name.clone());
+    let src = roots.path().join("upload");
+    std::fs::write(&src, "uploaded\n").unwrap();
+    let out = roots.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut copied = 0;
+    for i in 0..25 {
+        let o = berth(
+            &roots,
+            &["cp", src.to_str().unwrap(), &format!("{name}:/w/up{i}")],
+        );
+        copied += o.status.success() as u32;
+        let dst = out.join(format!("s{i}"));
+        let o = berth(
+            &roots,
+            &["cp", &format!("{name}:/w/secret"), dst.to_str().unwrap()],
+        );
+        copied += o.status.success() as u32;
+        if let Ok(s) = std::fs::read_to_string(&dst) {
+            assert_ne!(s, "host secret\n", "copy {i} read the host file");
+        }
+    }
+    assert!(
+        copied > 0,
+        "no copy ever went through: the race was not run"
+    );
+    assert_eq!(
+        tree(&host),
+        vec!["secret".to_string()],
+        "a copy landed in the host directory"
+    );
+    ok(&roots, &["rm", "-f", &name]);
+    leak.assert_clean();
+}
+
+/// `cp` reaches volumes and binds mounted in the container (running and stopped),
+/// and speaks tar streams like docker: `CTR:PATH -` writes one, `- CTR:DIR` reads one.
+#[test]
+fn cp_volumes_binds_and_tar_streams() {
+    let (roots, mut leak) = setup();
+    let bind = roots.path().join("bind");
+    std::fs::create_dir(&bind).unwrap();
+    let vol = unique_id("cpvol");
+    let mb = format!("{}:/bind", bind.display());
+    let mv = format!("{vol}:/data");
+    let name = run_detached(&roots, &["-v", &mb, "-v", &mv], &["sleep", "60"]);
+    leak.add_marker(name.clone());
+    let src = roots.path().join("upload");
+    std::fs::write(&src, "uploaded\n").unwrap();
+    ok(
+        &roots,
+        &["cp", src.to_str().unwrap(), &format!("{name}:/data/")],
+    );
+    ok(
+        &roots,
+        &["cp", src.to_str().unwrap(), &format!("{name}:/bind/b")],
+    );
+    assert_eq!(
+        std::fs::read_to_string(bind.join("b")).unwrap(),
+        "uploaded\n"
+    );
+    assert_eq!(
+        ok(&roots, &["exec", &name, "cat", "/data/upload"]),
+        "uploaded\n"
+    );
+    // tar out
+    let o = berth(&roots, &["cp", &format!("{name}:/data"), "-"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut a = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.contains(&"data/upload".to_string()),
+        "tar out: {names:?}"
+    );
+    // tar in, into a volume
+    let o = berth_stdin(
+        &roots,
+        &["cp", "-", &format!("{name}:/data")],
+        &raw_tar(&[file("from-tar.txt", b"tar in\n")]),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        ok(&roots, &["exec", &name, "cat", "/data/from-tar.txt"]),
+        "tar in\n"
+    );
+    // stopped: the volume and the bind are still what cp reaches
+    ok(&roots, &["stop", "-t", "0", &name]);
+    let down = roots.path().join("down");
+    ok(
+        &roots,
+        &[
+            "cp",
+            &format!("{name}:/data/from-tar.txt"),
+            down.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&down).unwrap(), "tar in\n");
+    ok(
+        &roots,
+        &["cp", src.to_str().unwrap(), &format!("{name}:/bind/c")],
+    );
+    assert!(bind.join("c").exists());
+    ok(&roots, &["start", &name]);
+    assert_eq!(
+        ok(&roots, &["exec", &name, "cat", "/data/upload"]),
+        "uploaded\n"
+    );
+    ok(&roots, &["rm", "-f", &name]);
+    ok(&roots, &["volume", "rm", &vol]);
+    leak.assert_clean();
+}

@@ -164,11 +164,12 @@ pub enum ContainerCommand {
         /// New name.
         new_name: String,
     },
-    /// Copy files between a container and the host (CONTAINER:PATH on one side).
+    /// Copy files between a container and the host (CONTAINER:PATH on one side; `-`
+    /// on the other side is a tar stream on stdin or stdout).
     Cp {
-        /// Source.
+        /// Source: CONTAINER:PATH, a host path, or `-` (a tar stream on stdin).
         src: String,
-        /// Destination.
+        /// Destination: CONTAINER:PATH, a host path, or `-` (a tar stream on stdout).
         dest: String,
     },
     /// Attach to a running container: its output, and its input when it was started
@@ -600,9 +601,19 @@ pub fn run(g: &Global, cmd: ContainerCommand) -> anyhow::Result<u8> {
                     .map(|(a, b)| (a.to_string(), b.to_string()))
             };
             match (split(&src), split(&dest)) {
+                (Some((c, p)), None) if dest == "-" => {
+                    let c = eng.get(&c)?;
+                    let out = std::io::stdout().lock();
+                    berth_engine::cp::archive_from_container(&eng, &c, &p, out)?;
+                }
                 (Some((c, p)), None) => {
                     let c = eng.get(&c)?;
                     berth_engine::cp::from_container(&eng, &c, &p, Path::new(&dest))?;
+                }
+                (None, Some((c, p))) if src == "-" => {
+                    let c = eng.get(&c)?;
+                    let input = std::io::stdin().lock();
+                    berth_engine::cp::archive_to_container(&eng, &c, input, &p)?;
                 }
                 (None, Some((c, p))) => {
                     let c = eng.get(&c)?;

@@ -4,8 +4,10 @@
 //! URL form git knows works (`git://`, `https://` with `SSL_CERT_FILE` passed on as
 //! `GIT_SSL_CAINFO`, `ssh://` and `git@host:path` with the build's ssh agent).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 /// A git source: `URL[#REF[:SUBDIR]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +103,22 @@ pub fn resolve(src: &GitSource, ssh_auth_sock: Option<&Path>) -> Result<String, 
     {
         return Ok(r.to_ascii_lowercase());
     }
-    let mut c = git(ssh_auth_sock);
-    c.args(["ls-remote", "--", &src.url]);
-    let listing = run(c, &format!("git ls-remote {}", src.url))?;
+    // one listing per repository and build: a Dockerfile often adds several refs or
+    // subdirectories of one repository
+    static LISTINGS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+    let known = LISTINGS.lock().ok().and_then(|m| m.get(&src.url).cloned());
+    let listing = match known {
+        Some(l) => l,
+        None => {
+            let mut c = git(ssh_auth_sock);
+            c.args(["ls-remote", "--", &src.url]);
+            let l = run(c, &format!("git ls-remote {}", src.url))?;
+            if let Ok(mut m) = LISTINGS.lock() {
+                m.insert(src.url.clone(), l.clone());
+            }
+            l
+        }
+    };
     let refs: Vec<(&str, &str)> = listing.lines().filter_map(|l| l.split_once('\t')).collect();
     let find = |name: &str| refs.iter().find(|(_, n)| *n == name).map(|(c, _)| *c);
     let commit = match &src.reference {

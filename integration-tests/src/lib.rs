@@ -9,6 +9,7 @@
 //!
 //! It does not start or fake any berth functionality itself.
 
+pub mod fault_proxy;
 pub mod registry;
 
 use std::collections::BTreeSet;
@@ -496,4 +497,89 @@ where
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Environment variable naming a directory where tests write figures (what `cargo xtask
+/// test` prints as a table after the tests).
+pub const FIGURES_ENV: &str = "BERTH_TEST_FIGURES";
+
+/// Records a figure of the test run (say, `crash.pull.runs`, 50, `runs`): printed to
+/// stderr, and appended as one JSON line `{"name","value","unit"}` to a file in
+/// `$BERTH_TEST_FIGURES` when set.
+pub fn figure(name: &str, value: f64, unit: &str) {
+    eprintln!("figure: {name} = {value} {unit}");
+    let Some(dir) = std::env::var_os(FIGURES_ENV) else {
+        return;
+    };
+    let line = serde_json::json!({ "name": name, "value": value, "unit": unit }).to_string();
+    let _ = fs::create_dir_all(&dir);
+    // one file per test process: appends of one short line never interleave
+    let path = Path::new(&dir).join(format!("{}.jsonl", std::process::id()));
+    let _ = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+}
+
+/// A small seeded generator (xorshift64) for tests that pick random points (kill
+/// delays, faults). The seed comes from `BERTH_TEST_SEED` when set, else from the clock,
+/// and is printed so a failing run can be replayed exactly.
+#[derive(Debug, Clone)]
+pub struct SeededRng {
+    seed: u64,
+    state: u64,
+}
+
+impl SeededRng {
+    /// A generator seeded from `BERTH_TEST_SEED` or the clock; prints the seed with `what`.
+    pub fn from_env(what: &str) -> Self {
+        let seed = std::env::var("BERTH_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("{what}: seed {seed} (BERTH_TEST_SEED={seed} replays it)");
+        Self::new(seed)
+    }
+
+    /// A generator with this seed.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            state: seed | 1,
+        }
+    }
+
+    /// The seed it started from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    /// A value in `0..n` (0 when n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// A count a heavy test repeats, from the environment variable `var` when set (e.g.
+/// `BERTH_CRASH_RUNS=50` for the full run the issue asks), else `default` (what fits
+/// CI's time budget).
+pub fn count_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

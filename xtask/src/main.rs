@@ -144,7 +144,51 @@ fn run_tests(filters: &[String]) -> Result<()> {
         }
         args.extend(filters.iter().map(String::as_str));
     }
-    util::cargo(&args)
+    // tests write figures (crash rounds, load timings) here as JSON lines
+    let figures = util::target_dir().join("test-figures");
+    let _ = std::fs::remove_dir_all(&figures);
+    std::fs::create_dir_all(&figures)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let result = util::run(
+        std::process::Command::new(cargo)
+            .args(&args)
+            .current_dir(util::workspace_root())
+            .env(integration_tests::FIGURES_ENV, &figures),
+    );
+    print_figures(&figures);
+    result
+}
+
+/// Prints the figures the tests wrote (`{"name","value","unit"}` lines) as a table,
+/// sorted by name.
+fn print_figures(dir: &std::path::Path) {
+    let mut rows: Vec<(String, f64, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or("?").to_owned(),
+                        v["value"].as_f64().unwrap_or(f64::NAN),
+                        v["unit"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    println!("\ntest figures ({}):", dir.display());
+    for (name, value, unit) in rows {
+        println!("  {name:<width$} {value:>12.1} {unit}");
+    }
 }
 
 /// Makes the fixtures under target/fixtures and returns that directory:

@@ -9,6 +9,7 @@
 //! daemon; any program can start one by re-executing itself with a hidden verb.
 
 pub mod attach;
+pub mod check;
 pub mod config;
 pub mod container;
 pub mod cp;

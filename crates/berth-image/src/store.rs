@@ -362,6 +362,11 @@ impl BlobWriter {
         self.written
     }
 
+    /// The file being written (for error messages: a full disk names where).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Verifies, fsyncs and publishes the blob; returns its digest. On a mismatch the
     /// content is discarded (a resumable partial too) and nothing becomes visible.
     pub fn commit(mut self) -> Result<Digest> {

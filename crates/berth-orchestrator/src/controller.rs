@@ -592,6 +592,18 @@ impl<'a> Controller<'a> {
                 }
                 "exited" if c.exit_code == 0 => done += 1,
                 "exited" => failed += 1,
+                // a serve killed between create and start left it: start it now (a
+                // failure removes it, and the next pass makes it again)
+                "created" => {
+                    let started = self
+                        .engine
+                        .start(&c.id, &self.launcher, None)
+                        .and_then(|h| h.map(|h| h.started().map(|_| ())).transpose());
+                    if let Err(e) = started {
+                        let _ = self.engine.remove(&c.id, true, true);
+                        message = format!("start container {}: {e}", k.name);
+                    }
+                }
                 _ => {}
             }
         }

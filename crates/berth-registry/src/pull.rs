@@ -447,6 +447,7 @@ impl Client {
                     } else {
                         return Err(status_error("GET", &url, resp).await);
                     }
+                    let into = writer.path().display().to_string();
                     let mut stream = resp.bytes_stream();
                     let mut err = None;
                     loop {
@@ -487,7 +488,7 @@ impl Client {
                                     ));
                                 }
                                 writer.write_all(&chunk).map_err(|e| {
-                                    blob_err(&desc.digest, format!("writing to the store: {e}"))
+                                    blob_err(&desc.digest, format!("writing {into}: {e}"))
                                 })?;
                                 if offset - last_report >= PROGRESS_STEP || offset == desc.size {
                                     last_report = offset;

@@ -340,33 +340,7 @@ pub fn run(global: &Global, cmd: ImageCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         ImageCommand::System(SystemSub::Check { repair }) => {
-            let r = gc::check(&store, repair)?;
-            for p in &r.problems {
-                println!("problem: {p}");
-            }
-            if r.leftovers > 0 {
-                println!(
-                    "{} leftover temporary file(s) of interrupted writes{}",
-                    r.leftovers,
-                    if repair {
-                        " removed"
-                    } else {
-                        " (remove with --repair)"
-                    }
-                );
-            }
-            println!(
-                "checked {} blobs, {} snapshots: {} problem(s){}",
-                r.blobs_checked,
-                r.snapshots_checked,
-                r.problems.len(),
-                if repair {
-                    format!(", {} repaired", r.repaired)
-                } else {
-                    String::new()
-                }
-            );
-            Ok(if r.problems.len() > r.repaired { 1 } else { 0 })
+            crate::cmd_system::check(global, &store, repair)
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Verbs about berth itself: shell completions and man pages generated from the CLI
-//! definition, so they never drift from the real flags.
+//! definition, so they never drift from the real flags; `info`; and the body of
+//! `system check` (the image store's blobs and snapshots, then the engine's containers,
+//! endpoints, runtime state and mounts).
 
 use std::path::{Path, PathBuf};
 
@@ -100,4 +102,50 @@ fn info(g: &crate::Global) -> anyhow::Result<()> {
     println!("  masked and read-only /proc and /sys paths: yes");
     println!("  no-new-privileges: off (--security-opt no-new-privileges)");
     Ok(())
+}
+
+/// `berth system check [--repair]`: the image store, then the engine's metadata against
+/// the host. Exit 1 while a problem remains; interrupted operations and leftover
+/// temporary files are listed but are not problems.
+pub fn check(g: &crate::Global, store: &berth_image::Store, repair: bool) -> anyhow::Result<u8> {
+    let r = berth_image::gc::check(store, repair)?;
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    let fixed = |n: usize| if repair { format!(", {n} repaired") } else { String::new() };
+    if r.leftovers > 0 {
+        println!(
+            "{} leftover temporary file(s) of interrupted writes{}",
+            r.leftovers,
+            if repair { " removed" } else { " (remove with --repair)" }
+        );
+    }
+    println!(
+        "checked {} blobs, {} snapshots: {} problem(s){}",
+        r.blobs_checked,
+        r.snapshots_checked,
+        r.problems.len(),
+        fixed(r.repaired)
+    );
+    let mut remaining = r.problems.len().saturating_sub(r.repaired);
+    let eng = berth_engine::Engine::open(&g.root, &g.state)?;
+    let e = berth_engine::check::check(&eng, repair)?;
+    for f in &e.findings {
+        let kind = if f.is_interrupted() { "interrupted" } else { "problem" };
+        println!("{kind}: {f}");
+    }
+    let problems = e.problems().count();
+    let interrupted = e.findings.len() - problems;
+    println!(
+        "checked {} containers, {} endpoints: {problems} problem(s), {interrupted} interrupted operation(s){}",
+        e.containers,
+        e.endpoints,
+        fixed(e.repaired)
+    );
+    if !repair {
+        remaining += problems;
+    } else if e.repaired < e.findings.len() {
+        remaining += e.findings.len() - e.repaired;
+    }
+    Ok(if remaining > 0 { 1 } else { 0 })
 }

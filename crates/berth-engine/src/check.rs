@@ -1,0 +1,414 @@
+//! Consistency check of the engine's metadata against the host (`berth system check`):
+//! container rows against their monitors, processes, overlay mounts, runtime state and
+//! network endpoints, and files or mounts that belong to no container.
+//!
+//! Findings are of two kinds. An *interrupted* operation (a create or remove whose
+//! process died, say by kill -9) leaves a row that the next `rm -f` finishes; it is
+//! reported but is not corruption. Everything else is a *problem*: a state the engine
+//! would not reach by itself and that a user would trip over (a container shown as
+//! running with nothing behind it, an address held by a container that is gone, a
+//! mount or runtime state nobody owns). `repair` fixes both kinds.
+//!
+//! The check assumes no other berth command changes the same root meanwhile: a
+//! container half-way through `run` looks like an interrupted create.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::container::{Engine, monitor_alive, state};
+use crate::error::Result;
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The row says the container runs, but neither its monitor nor its process exists.
+    ActiveWithoutProcess {
+        /// Container id.
+        id: String,
+        /// The state recorded.
+        state: String,
+    },
+    /// The container's process runs but its monitor is gone: nobody records its exit.
+    Unsupervised {
+        /// Container id.
+        id: String,
+        /// The container's init.
+        pid: i64,
+    },
+    /// A stopped container still has its root filesystem mounted.
+    StoppedButMounted {
+        /// Container id.
+        id: String,
+    },
+    /// A stopped (or vanished) container still holds a network endpoint (an address).
+    StaleEndpoint {
+        /// Container id of the endpoint row.
+        id: String,
+        /// The address held.
+        ip: String,
+    },
+    /// Two endpoints share one address on one network.
+    DuplicateAddress {
+        /// The network.
+        network: String,
+        /// The address.
+        ip: String,
+    },
+    /// Runtime state (berth-oci's) of a container that is not running or not known.
+    StaleRuntimeState {
+        /// Container id.
+        id: String,
+    },
+    /// A directory or mount under the roots that belongs to no container row.
+    Orphan {
+        /// What it is.
+        path: PathBuf,
+    },
+    /// A container refers to a volume that does not exist.
+    MissingVolume {
+        /// Container id.
+        id: String,
+        /// Volume name.
+        volume: String,
+    },
+    /// A create whose process died before it finished (no spec written).
+    InterruptedCreate {
+        /// Container id.
+        id: String,
+    },
+    /// A remove whose process died before it finished.
+    InterruptedRemove {
+        /// Container id.
+        id: String,
+    },
+}
+
+impl Finding {
+    /// Whether this is the trace of an interrupted operation rather than corruption.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            Finding::InterruptedCreate { .. } | Finding::InterruptedRemove { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::ActiveWithoutProcess { id, state } => write!(
+                f,
+                "container {id} is {state} but neither its monitor nor its process exists"
+            ),
+            Finding::Unsupervised { id, pid } => write!(
+                f,
+                "container {id} runs (pid {pid}) without its monitor: its exit would not be recorded"
+            ),
+            Finding::StoppedButMounted { id } => {
+                write!(f, "container {id} is stopped but its rootfs is mounted")
+            }
+            Finding::StaleEndpoint { id, ip } => write!(
+                f,
+                "address {ip} is held by container {id}, which is not running"
+            ),
+            Finding::DuplicateAddress { network, ip } => {
+                write!(f, "address {ip} is given twice on network {network}")
+            }
+            Finding::StaleRuntimeState { id } => write!(
+                f,
+                "runtime state of container {id} exists but the container is not running"
+            ),
+            Finding::Orphan { path } => write!(f, "{} belongs to no container", path.display()),
+            Finding::MissingVolume { id, volume } => {
+                write!(
+                    f,
+                    "container {id} uses volume {volume}, which does not exist"
+                )
+            }
+            Finding::InterruptedCreate { id } => write!(
+                f,
+                "container {id} was never completely created (interrupted create; rm -f removes it)"
+            ),
+            Finding::InterruptedRemove { id } => write!(
+                f,
+                "container {id} was being removed when its remover stopped (rm -f finishes it)"
+            ),
+        }
+    }
+}
+
+/// What [`check`] found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Container rows looked at.
+    pub containers: usize,
+    /// Network endpoints looked at.
+    pub endpoints: usize,
+    /// Everything found (with `repair`, before repairing).
+    pub findings: Vec<Finding>,
+    /// Findings fixed by `repair`.
+    pub repaired: usize,
+}
+
+impl Report {
+    /// Findings that are corruption, not interrupted operations.
+    pub fn problems(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.is_interrupted())
+    }
+}
+
+/// Mount points listed in /proc/self/mountinfo (octal escapes decoded).
+fn mountpoints() -> BTreeSet<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Subdirectories of `dir` named like container ids (the runtime root also holds
+/// berth-oci's own `.seccomp-cache`).
+fn dir_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pid_alive(pid: i64) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Whether a `starting` container without a monitor is just being started (its
+/// starter has spawned the monitor, which has not registered yet): waits up to 2 s for
+/// the row to move on.
+fn settles(engine: &Engine, c: &crate::Container) -> bool {
+    if c.state != state::STARTING {
+        return false;
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        match engine.get(&c.id) {
+            Ok(now) if now.state == c.state && now.monitor_pid == c.monitor_pid => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Checks the engine's rows against the host; with `repair`, fixes what it finds
+/// (stopping unsupervised processes, finishing interrupted removes, unmounting and
+/// removing what belongs to nobody, releasing stale addresses).
+pub fn check(engine: &Engine, repair: bool) -> Result<Report> {
+    let mut report = Report::default();
+    let containers = engine.list()?;
+    report.containers = containers.len();
+    let mounts = mountpoints();
+    let known: BTreeMap<&str, &crate::Container> =
+        containers.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut fixes: Vec<Box<dyn Fn() -> Result<()> + '_>> = Vec::new();
+    let mut findings = Vec::new();
+
+    for c in &containers {
+        let monitor = monitor_alive(c.monitor_pid, &c.id);
+        let rootfs_mounted = mounts.contains(&engine.rootfs(&c.id));
+        let id = c.id.clone();
+        if c.state == state::REMOVING {
+            if !monitor {
+                findings.push(Finding::InterruptedRemove { id: id.clone() });
+                fixes.push(Box::new(move || {
+                    engine.remove(&id, true, false).map(|_| ())
+                }));
+            }
+            continue;
+        }
+        if c.state == state::CREATED && !engine.container_dir(&c.id).join("spec.json").is_file() {
+            findings.push(Finding::InterruptedCreate { id: id.clone() });
+            fixes.push(Box::new(move || {
+                engine.remove(&id, true, false).map(|_| ())
+            }));
+            continue;
+        }
+        if c.is_active() && !monitor && !settles(engine, c) {
+            if pid_alive(c.pid) && c.pid > 0 {
+                findings.push(Finding::Unsupervised {
+                    id: id.clone(),
+                    pid: c.pid,
+                });
+            } else {
+                findings.push(Finding::ActiveWithoutProcess {
+                    id: id.clone(),
+                    state: c.state.clone(),
+                });
+            }
+            // what the monitor would have recorded had it seen the end (exit 137)
+            let pid = c.pid;
+            fixes.push(Box::new(move || {
+                if pid_alive(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                if let Ok(c) = engine.get(&id)
+                    && let Ok(rt) = engine.runtime(&c)
+                {
+                    let _ = rt.delete(&id);
+                }
+                engine.record_exit(&id, 137, state::EXITED)?;
+                engine.release(&id);
+                Ok(())
+            }));
+            continue;
+        }
+        if c.state == state::EXITED && !monitor && rootfs_mounted {
+            findings.push(Finding::StoppedButMounted { id: id.clone() });
+            fixes.push(Box::new(move || {
+                engine.release(&id);
+                Ok(())
+            }));
+        }
+        for m in &c.mounts {
+            if let Some(v) = &m.name
+                && crate::volume::get(&engine.conn, &engine.root, v).is_err()
+            {
+                findings.push(Finding::MissingVolume {
+                    id: c.id.clone(),
+                    volume: v.clone(),
+                });
+            }
+        }
+    }
+
+    // endpoints: held only by containers that run (or are being set up by their monitor)
+    let endpoints: Vec<(String, String, String)> = engine
+        .conn
+        .prepare("SELECT container_id, network, ip FROM endpoints")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    report.endpoints = endpoints.len();
+    let mut seen = BTreeSet::new();
+    for (cid, network, ip) in &endpoints {
+        if !seen.insert((network.clone(), ip.clone())) {
+            findings.push(Finding::DuplicateAddress {
+                network: network.clone(),
+                ip: ip.clone(),
+            });
+        }
+        let holder_ok = known
+            .get(cid.as_str())
+            .is_some_and(|c| c.is_active() || monitor_alive(c.monitor_pid, &c.id));
+        if !holder_ok {
+            findings.push(Finding::StaleEndpoint {
+                id: cid.clone(),
+                ip: ip.clone(),
+            });
+            let cid = cid.clone();
+            fixes.push(Box::new(move || {
+                crate::network::teardown(&engine.conn, &engine.root, &engine.state, &cid)?;
+                Ok(())
+            }));
+        }
+    }
+
+    // runtime state of containers that are not running
+    let rt_root = engine.state.join("runtime");
+    for id in dir_names(&rt_root) {
+        let running = known
+            .get(id.as_str())
+            .is_some_and(|c| c.is_active() || monitor_alive(c.monitor_pid, &c.id));
+        if !running {
+            findings.push(Finding::StaleRuntimeState { id: id.clone() });
+            let rt_root = rt_root.clone();
+            fixes.push(Box::new(move || {
+                let bin = crate::runtime::find(None)?;
+                crate::runtime::Runtime::new(bin, rt_root.clone()).delete(&id)
+            }));
+        }
+    }
+
+    // files and mounts of no container
+    for base in [
+        engine.root.join("containers"),
+        engine.state.join("containers"),
+        engine.state.join("net"),
+    ] {
+        for id in dir_names(&base) {
+            if known.contains_key(id.as_str()) {
+                continue;
+            }
+            let dir = base.join(&id);
+            findings.push(Finding::Orphan { path: dir.clone() });
+            let is_net = base.ends_with("net");
+            fixes.push(Box::new(move || {
+                if is_net {
+                    crate::network::teardown(&engine.conn, &engine.root, &engine.state, &id)?;
+                } else {
+                    let _ = berth_image::unmount_overlay(&dir);
+                    match std::fs::remove_dir_all(&dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(crate::Error::io("remove", &dir)(e));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }));
+        }
+    }
+    if repair {
+        for fix in &fixes {
+            match fix() {
+                Ok(()) => report.repaired += 1,
+                Err(e) => tracing::warn!(error = %e, "repair"),
+            }
+        }
+    }
+    report.findings = findings;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a\\040b/c"), "/a b/c");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn an_empty_root_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("root"), &dir.path().join("state")).unwrap();
+        let r = check(&engine, false).unwrap();
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(r.containers, 0);
+    }
+}

@@ -234,6 +234,8 @@ fn many_concurrent_blob_pulls_into_one_store() {
 }
 
 /// Peak RSS (KiB) and exit status of a child, from wait4.
+// reaped by wait4, which std's Child does not know about
+#[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (i64, i32) {
     let child = cmd
         .stdin(Stdio::null())

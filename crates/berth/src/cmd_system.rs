@@ -112,12 +112,22 @@ pub fn check(g: &crate::Global, store: &berth_image::Store, repair: bool) -> any
     for p in &r.problems {
         println!("problem: {p}");
     }
-    let fixed = |n: usize| if repair { format!(", {n} repaired") } else { String::new() };
+    let fixed = |n: usize| {
+        if repair {
+            format!(", {n} repaired")
+        } else {
+            String::new()
+        }
+    };
     if r.leftovers > 0 {
         println!(
             "{} leftover temporary file(s) of interrupted writes{}",
             r.leftovers,
-            if repair { " removed" } else { " (remove with --repair)" }
+            if repair {
+                " removed"
+            } else {
+                " (remove with --repair)"
+            }
         );
     }
     println!(
@@ -131,7 +141,11 @@ pub fn check(g: &crate::Global, store: &berth_image::Store, repair: bool) -> any
     let eng = berth_engine::Engine::open(&g.root, &g.state)?;
     let e = berth_engine::check::check(&eng, repair)?;
     for f in &e.findings {
-        let kind = if f.is_interrupted() { "interrupted" } else { "problem" };
+        let kind = if f.is_interrupted() {
+            "interrupted"
+        } else {
+            "problem"
+        };
         println!("{kind}: {f}");
     }
     let problems = e.problems().count();

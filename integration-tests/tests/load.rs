@@ -267,7 +267,7 @@ fn mount_count() -> usize {
 #[test]
 fn berth_oci_create_delete_cycles_leave_nothing_and_do_not_grow() {
     require_root();
-    let cycles = count_from_env("BERTH_LOAD_OCI_CYCLES", 300);
+    let cycles = count_from_env("BERTH_LOAD_OCI_CYCLES", 200);
     let oci = bin_path("berth-oci");
     let dir = tempfile::Builder::new()
         .prefix("berth-load-oci-")

@@ -312,6 +312,12 @@ pub fn check(engine: &Engine, repair: bool) -> Result<Report> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     report.endpoints = endpoints.len();
+    // network sandboxes (pods) hold endpoints and network directories of their own
+    let sandboxes: BTreeSet<String> = engine
+        .conn
+        .prepare("SELECT id FROM sandboxes")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut seen = BTreeSet::new();
     for (cid, network, ip) in &endpoints {
         if !seen.insert((network.clone(), ip.clone())) {
@@ -320,9 +326,10 @@ pub fn check(engine: &Engine, repair: bool) -> Result<Report> {
                 ip: ip.clone(),
             });
         }
-        let holder_ok = known
-            .get(cid.as_str())
-            .is_some_and(|c| c.is_active() || monitor_alive(c.monitor_pid, &c.id));
+        let holder_ok = sandboxes.contains(cid)
+            || known
+                .get(cid.as_str())
+                .is_some_and(|c| c.is_active() || monitor_alive(c.monitor_pid, &c.id));
         if !holder_ok {
             findings.push(Finding::StaleEndpoint {
                 id: cid.clone(),
@@ -359,7 +366,7 @@ pub fn check(engine: &Engine, repair: bool) -> Result<Report> {
         engine.state.join("net"),
     ] {
         for id in dir_names(&base) {
-            if known.contains_key(id.as_str()) {
+            if known.contains_key(id.as_str()) || sandboxes.contains(&id) {
                 continue;
             }
             let dir = base.join(&id);

@@ -264,6 +264,16 @@ pub fn monitor_alive(pid: i64, id: &str) -> bool {
     }
 }
 
+/// The container's overlay: volatile for `--rm` containers, whose writes are thrown
+/// away (their unmount then skips syncing the filesystem under the upper layer).
+fn mount_overlay(cfg: &CreateConfig, lowers: &[PathBuf], cdir: &Path) -> Result<PathBuf> {
+    Ok(if cfg.auto_remove {
+        berth_image::mount_overlay_volatile(lowers, cdir)?
+    } else {
+        berth_image::mount_overlay(lowers, cdir)?
+    })
+}
+
 fn remove_dir(p: &Path) -> Result<()> {
     match std::fs::remove_dir_all(p) {
         Ok(()) => Ok(()),
@@ -459,7 +469,7 @@ impl Engine {
     ) -> Result<()> {
         let cdir = self.container_dir(id);
         let lowers = store.prepare_rootfs(image, &cdir)?;
-        let rootfs = berth_image::mount_overlay(&lowers, &cdir)?;
+        let rootfs = mount_overlay(cfg, &lowers, &cdir)?;
         let mut mounts = Vec::new();
         let mut created_volumes = Vec::new();
         for m in specs {
@@ -552,7 +562,7 @@ impl Engine {
     pub fn mount_rootfs(&self, c: &Container) -> Result<PathBuf> {
         let rootfs = self.rootfs(&c.id);
         if !is_mountpoint(&rootfs) {
-            berth_image::mount_overlay(&c.lowerdirs, &self.container_dir(&c.id))?;
+            mount_overlay(&c.config, &c.lowerdirs, &self.container_dir(&c.id))?;
         }
         Ok(rootfs)
     }
@@ -763,7 +773,12 @@ impl Engine {
         {
             rt.delete(&c.id).map_err(|_| e)?;
         }
-        self.cleanup(&c.id, true)?;
+        if !from_monitor {
+            // the monitor released the network and root just before
+            self.release(&c.id);
+        }
+        remove_dir(&self.run_dir(&c.id))?;
+        remove_dir(&self.container_dir(&c.id))?;
         self.conn
             .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
         if volumes {

@@ -365,20 +365,37 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
             first = false;
         }
         let code = reap(running.pid);
+        // the runtime's delete runs while the output drains and the exit is recorded
+        let mut deleting = rt.spawn_delete(&c.id).ok();
+        let mut deleted = || {
+            match deleting.take() {
+                Some(mut child) => {
+                    if !child.wait().is_ok_and(|s| s.success()) {
+                        let _ = rt.delete(&c.id);
+                    }
+                }
+                None => {
+                    let _ = rt.delete(&c.id);
+                }
+            };
+        };
         for p in running.pumps {
             let _ = p.join();
         }
         drop(running.dns);
         hub.finish(code);
-        let _ = rt.delete(&c.id);
         let now = match engine.get(id) {
             Ok(c) => c,
-            Err(_) => break code, // removed under us
+            Err(_) => {
+                deleted();
+                break code; // removed under us
+            }
         };
         let stopped = now.stop_requested || now.state == state::REMOVING;
         if policy.should_restart(code, now.restart_count as u32, stopped) {
             engine.record_exit(&c.id, i64::from(code), state::RESTARTING)?;
             engine.release(&c.id);
+            deleted();
             // back-off: 100 ms doubling, at most 10 s; a stop ends it
             let delay = Duration::from_millis(100u64 << now.restart_count.clamp(0, 7));
             let end = std::time::Instant::now() + delay.min(Duration::from_secs(10));
@@ -405,9 +422,10 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
             continue;
         }
         engine.record_exit(&c.id, i64::from(code), state::EXITED)?;
+        engine.release(id);
+        deleted();
         break code;
     };
-    engine.release(id);
     let _ = std::fs::remove_file(&attach_sock);
     let _ = std::fs::remove_dir_all(engine.run_dir(id).join("bundle"));
     if let Ok(c) = engine.get(id)

@@ -159,6 +159,17 @@ impl Runtime {
         self.run(["delete", "--force", id])
     }
 
+    /// Starts `delete --force ID` without waiting, so the caller can do other
+    /// teardown meanwhile; wait for the child before reusing the id.
+    pub fn spawn_delete(&self, id: &str) -> Result<std::process::Child> {
+        let mut c = self.command(None);
+        c.args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c.spawn().map_err(Error::io("run runtime", &self.bin))
+    }
+
     /// Whether the runtime still knows the container.
     pub fn exists(&self, id: &str) -> bool {
         self.root.join(id).exists()

@@ -22,7 +22,7 @@ pub mod unpack;
 pub use digest::{Digest, DigestError};
 pub use error::{Error, Result};
 pub use manifest::{Compression, Image, Platform};
-pub use snapshot::{mount_overlay, mount_overlay_legacy, unmount_overlay};
+pub use snapshot::{mount_overlay, mount_overlay_legacy, mount_overlay_volatile, unmount_overlay};
 pub use spec::{ImageRuntimeConfig, runtime_config, to_runtime_spec};
 pub use store::{BlobWriter, REF_NAME_ANNOTATION, Store, desc_digest, ref_name};
 

@@ -149,6 +149,23 @@ impl Store {
 /// options in one page, and when they do not fit, short relative names: symlinks
 /// `container_dir/l/<n>` and a forked child that mounts from inside that directory.
 pub fn mount_overlay(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<PathBuf> {
+    mount_overlay_opts(lowerdirs, container_dir, false)
+}
+
+/// [`mount_overlay`] with overlayfs's `volatile` option, for containers whose writes
+/// are thrown away (`--rm`): no sync of the upper layer, whose unmount otherwise
+/// syncs the whole filesystem under it. The kernel refuses to mount over the marker
+/// a volatile mount leaves in the work directory, so a stale one is removed first.
+pub fn mount_overlay_volatile(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<PathBuf> {
+    let _ = fs::remove_dir_all(container_dir.join("work/work/incompat"));
+    mount_overlay_opts(lowerdirs, container_dir, true)
+}
+
+fn mount_overlay_opts(
+    lowerdirs: &[PathBuf],
+    container_dir: &Path,
+    volatile: bool,
+) -> Result<PathBuf> {
     let target = container_dir.join("rootfs");
     let upper = container_dir.join("upper");
     let work = container_dir.join("work");
@@ -159,6 +176,9 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<Path
         }
         ctx.set_string("upperdir", upper.as_os_str())?;
         ctx.set_string("workdir", work.as_os_str())?;
+        if volatile {
+            ctx.set_flag("volatile")?;
+        }
         let t = sys::cstr(target.as_os_str())?;
         ctx.mount_at(&t)
     };
@@ -166,6 +186,7 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], container_dir: &Path) -> Result<Path
         Ok(()) => return Ok(target),
         Err(e) => tracing::debug!(error = %e, "overlay through fsopen failed, trying mount(2)"),
     }
+    // the fallback mounts without volatile: slower to unmount, same contents
     mount_overlay_legacy(lowerdirs, container_dir)
 }
 

@@ -172,6 +172,7 @@ pub(crate) fn is_root() -> bool {
 }
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -208,6 +209,26 @@ impl FsContext {
                 FSCONFIG_SET_STRING,
                 key.as_ptr(),
                 value.as_ptr(),
+                0,
+            )
+        };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn set_flag(&self, key: &str) -> io::Result<()> {
+        let key = CString::new(key).expect("key has no nul");
+        // SAFETY: valid fd and C string; value and aux are unused for SET_FLAG.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.0.as_raw_fd(),
+                FSCONFIG_SET_FLAG,
+                key.as_ptr(),
+                std::ptr::null::<libc::c_void>(),
                 0,
             )
         };

@@ -922,3 +922,78 @@ fn hpa_scales_up_under_cpu_load_and_back_down_when_it_stops() {
     c.kill_serve("-TERM");
     leaks.assert_clean();
 }
+
+const CRASHY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crashy}
+spec:
+  containers:
+    - {name: boom, image: busybox:latest, imagePullPolicy: Never, command: [sh, -c, 'echo boom; exit 1']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: slowstart}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: busybox:latest
+      imagePullPolicy: Never
+      command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 1; done']
+      # never starts: killed after 2 failures, and never ready meanwhile
+      startupProbe: {exec: {command: [test, -f, /never]}, periodSeconds: 1, failureThreshold: 2}
+      readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+"#;
+
+#[test]
+fn crash_loops_back_off_and_startup_probes_gate_and_restart() {
+    let mut c = Cluster::new();
+    let leaks = LeakCheck::new(&[c.roots.path().display().to_string()]);
+    c.start_serve();
+    c.apply(CRASHY);
+    let row = |c: &Cluster, name: &str| -> Vec<String> {
+        c.ok(&["get", "pods"])
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    };
+    wait_until("crashy in CrashLoopBackOff with restarts", 30, || {
+        let r = row(&c, "crashy");
+        r.len() >= 4 && r[2] == "CrashLoopBackOff" && r[3].parse::<i64>().unwrap_or(0) >= 2
+    });
+    let d = norm(&c.ok(&["describe", "pod", "crashy"]));
+    assert!(d.contains("Warning BackOff"), "{d}");
+    assert!(
+        d.contains("Back-off restarting failed container boom in pod crashy"),
+        "{d}"
+    );
+    // the startup probe fails twice: the container is killed and restarted, and the
+    // readiness probe (which would pass) never made it ready
+    wait_until("slowstart restarted by its startup probe", 30, || {
+        let r = row(&c, "slowstart");
+        r.len() >= 4 && r[3].parse::<i64>().unwrap_or(0) >= 1
+    });
+    let r = row(&c, "slowstart");
+    assert_eq!(
+        r[1], "0/1",
+        "never ready while the startup probe fails: {r:?}"
+    );
+    let d = norm(&c.ok(&["describe", "pod", "slowstart"]));
+    assert!(
+        d.contains("Container app failed startup probe, will be restarted"),
+        "{d}"
+    );
+    assert!(
+        d.contains("Warning Unhealthy") && d.contains("Startup probe failed"),
+        "{d}"
+    );
+    assert!(!d.contains("Readiness probe failed"), "{d}");
+    c.ok(&["delete", "pod", "crashy", "slowstart"]);
+    wait_until("everything to go", 30, || {
+        c.pods().is_empty() && c.containers().is_empty()
+    });
+    c.kill_serve("-TERM");
+    leaks.assert_clean();
+}

@@ -61,12 +61,45 @@ pub trait Images {
     ) -> Result<(berth_image::Store, berth_image::Image), String>;
 }
 
+/// Containers created and started at once by one pass (0 -> 50 replicas was 7.3 s
+/// one at a time).
+const START_WORKERS: usize = 8;
+
+/// One container to create and start.
+#[derive(Debug)]
+struct StartJob {
+    pod: PodRecord,
+    container: String,
+    cfg: CreateConfig,
+    store: berth_image::Store,
+    image: berth_image::Image,
+}
+
+/// Creates and starts one container; on failure nothing is left (the next pass
+/// tries again from scratch).
+fn start_one(engine: &Engine, launcher: &Launcher, j: &StartJob) -> Result<(), String> {
+    let c = engine
+        .create(j.cfg.clone(), &j.store, &j.image)
+        .map_err(|e| format!("create container {}: {e}", j.container))?;
+    let started = engine.start(&c.id, launcher, None).and_then(|h| match h {
+        Some(h) => h.started().map(|_| ()),
+        None => Ok(()),
+    });
+    if let Err(e) = started {
+        let _ = engine.remove(&c.id, true, true);
+        return Err(format!("start container {}: {e}", j.container));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 struct ProbeState {
     successes: i64,
     failures: i64,
     last: Option<Instant>,
     passed: bool,
+    /// The container start these counts belong to.
+    started: String,
 }
 
 /// The reconciler over one engine.
@@ -76,6 +109,8 @@ pub struct Controller<'a> {
     images: &'a dyn Images,
     probes: HashMap<(String, String, &'static str), ProbeState>,
     last_services: Option<String>,
+    pending: Vec<StartJob>,
+    backoff_seen: HashMap<String, i64>,
     pub(crate) hpa: crate::hpa::State,
 }
 
@@ -103,6 +138,8 @@ impl<'a> Controller<'a> {
             images,
             probes: HashMap::new(),
             last_services: None,
+            pending: Vec::new(),
+            backoff_seen: HashMap::new(),
             hpa: crate::hpa::State::default(),
         })
     }
@@ -202,6 +239,12 @@ impl<'a> Controller<'a> {
         for p in &pods {
             self.sync_pod(p, &containers, &objects)?;
         }
+        self.run_starts()?;
+        // forget what belonged to containers and pods that are gone
+        self.backoff_seen
+            .retain(|id, _| containers.iter().any(|c| &c.id == id));
+        self.probes
+            .retain(|(uid, _, _), _| pods.iter().any(|p| &p.uid == uid));
         let pods = store::pods(&self.engine.conn)?;
         self.services(&objects, &pods, &containers)?;
         Ok(())
@@ -564,7 +607,7 @@ impl<'a> Controller<'a> {
                 }
                 Some(_) => message = format!("waiting for init container {}", k.name),
                 None => {
-                    if let Err(e) = self.start_container(p, &template, k, true, objects) {
+                    if let Err(e) = self.prepare_start(p, &template, k, true, objects) {
                         message = e;
                     }
                 }
@@ -578,7 +621,7 @@ impl<'a> Controller<'a> {
         let mut failed = 0;
         for k in &spec.containers {
             let Some(c) = find(&k.name) else {
-                if let Err(e) = self.start_container(p, &template, k, false, objects) {
+                if let Err(e) = self.prepare_start(p, &template, k, false, objects) {
                     message = e;
                 }
                 continue;
@@ -588,6 +631,21 @@ impl<'a> Controller<'a> {
                     running += 1;
                     if self.probe_ready(p, k, c) {
                         ready += 1;
+                    }
+                }
+                "restarting" => {
+                    if self.backoff_seen.get(&c.id) != Some(&c.restart_count) {
+                        self.backoff_seen.insert(c.id.clone(), c.restart_count);
+                        store::event(
+                            &self.engine.conn,
+                            ("Pod", &p.namespace, &p.name),
+                            "Warning",
+                            "BackOff",
+                            &format!(
+                                "Back-off restarting failed container {} in pod {}",
+                                k.name, p.name
+                            ),
+                        )?;
                     }
                 }
                 "exited" if c.exit_code == 0 => done += 1,
@@ -624,14 +682,28 @@ impl<'a> Controller<'a> {
     /// Readiness from the readiness probe (none: ready when running); a failing
     /// liveness probe kills the container so its restart policy restarts it.
     fn probe_ready(&mut self, p: &PodRecord, k: &ContainerSpec, c: &Container) -> bool {
+        // the startup probe holds the others back until it passes once per start
+        if let Some(probe) = &k.startup_probe {
+            let key = (p.uid.clone(), k.name.clone(), "startup");
+            let passed = |me: &Self| {
+                me.probes
+                    .get(&key)
+                    .is_some_and(|s| s.passed && s.started == c.started_at)
+            };
+            if !passed(self) {
+                if self.run_probe(p, k, c, probe, "startup") == Some(false) {
+                    self.kill_for_probe(p, k, c, "startup");
+                    return false;
+                }
+                if !passed(self) {
+                    return false;
+                }
+            }
+        }
         if let Some(probe) = &k.liveness_probe
             && self.run_probe(p, k, c, probe, "liveness") == Some(false)
         {
-            let _ = self.engine.kill(&c.id, libc_sigkill());
-            self.probes
-                .remove(&(p.uid.clone(), k.name.clone(), "liveness"));
-            self.probes
-                .remove(&(p.uid.clone(), k.name.clone(), "readiness"));
+            self.kill_for_probe(p, k, c, "liveness");
             return false;
         }
         match &k.readiness_probe {
@@ -642,6 +714,29 @@ impl<'a> Controller<'a> {
                     .get(&(p.uid.clone(), k.name.clone(), "readiness"))
                     .is_some_and(|s| s.passed)
             }
+        }
+    }
+
+    /// Kills a container whose liveness or startup probe failed; its restart policy
+    /// restarts it, and its probes start over.
+    fn kill_for_probe(&mut self, p: &PodRecord, k: &ContainerSpec, c: &Container, which: &str) {
+        // through the runtime: the engine's kill counts as a user's stop, which ends
+        // the restart policy; a probe kill must leave it to restart the container
+        if let Ok(rt) = self.engine.runtime(c) {
+            let _ = rt.kill(&c.id, libc_sigkill(), false);
+        }
+        let _ = store::event(
+            &self.engine.conn,
+            ("Pod", &p.namespace, &p.name),
+            "Normal",
+            "Killing",
+            &format!(
+                "Container {} failed {which} probe, will be restarted",
+                k.name
+            ),
+        );
+        for w in ["startup", "liveness", "readiness"] {
+            self.probes.remove(&(p.uid.clone(), k.name.clone(), w));
         }
     }
 
@@ -656,6 +751,13 @@ impl<'a> Controller<'a> {
     ) -> Option<bool> {
         let key = (p.uid.clone(), k.name.clone(), which);
         let st = self.probes.entry(key).or_default();
+        if st.started != c.started_at {
+            // a restarted container is probed from scratch
+            *st = ProbeState {
+                started: c.started_at.clone(),
+                ..Default::default()
+            };
+        }
         let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
         if st.last.is_some_and(|l| l.elapsed() < period) {
             return None;
@@ -720,6 +822,13 @@ impl<'a> Controller<'a> {
         } else {
             st.failures += 1;
             st.successes = 0;
+            let _ = store::event(
+                &self.engine.conn,
+                ("Pod", &p.namespace, &p.name),
+                "Warning",
+                "Unhealthy",
+                &format!("{}{} probe failed", which[..1].to_uppercase(), &which[1..]),
+            );
             if st.failures >= probe.failure_threshold.unwrap_or(3).max(1) {
                 st.passed = false;
                 return Some(false);
@@ -728,8 +837,10 @@ impl<'a> Controller<'a> {
         }
     }
 
-    fn start_container(
-        &self,
+    /// Everything a container start needs, made on the loop's thread; the create and
+    /// start themselves run in parallel in [`Self::run_starts`].
+    fn prepare_start(
+        &mut self,
         p: &PodRecord,
         template: &PodTemplateSpec,
         k: &ContainerSpec,
@@ -745,42 +856,100 @@ impl<'a> Controller<'a> {
         });
         let (store, image) = self.images.get(&k.image, &policy)?;
         let cfg = self.container_config(p, template, k, init, objects)?;
-        let c = self
-            .engine
-            .create(cfg, &store, &image)
-            .map_err(|e| format!("create container {}: {e}", k.name))?;
-        let started = self
-            .engine
-            .start(&c.id, &self.launcher, None)
-            .and_then(|h| match h {
-                Some(h) => h.started().map(|_| ()),
-                None => Ok(()),
-            });
-        let ev = |kind: &str, reason: &str, msg: &str| {
-            let _ = store::event(
-                &self.engine.conn,
-                ("Pod", &p.namespace, &p.name),
-                kind,
-                reason,
-                msg,
-            );
-        };
-        if let Err(e) = started {
-            // the next pass tries again from scratch
-            let _ = self.engine.remove(&c.id, true, true);
-            ev("Warning", "Failed", &format!("Error: {e}"));
-            return Err(format!("start container {}: {e}", k.name));
+        self.pending.push(StartJob {
+            pod: p.clone(),
+            container: k.name.clone(),
+            cfg,
+            store,
+            image,
+        });
+        Ok(())
+    }
+
+    /// Creates and starts the prepared containers, several at once (each worker with
+    /// its own connection to the database); failures become the pods' messages.
+    fn run_starts(&mut self) -> Result<(), Error> {
+        let jobs = std::mem::take(&mut self.pending);
+        if jobs.is_empty() {
+            return Ok(());
         }
-        ev(
-            "Normal",
-            "Created",
-            &format!("Created container {}", k.name),
-        );
-        ev(
-            "Normal",
-            "Started",
-            &format!("Started container {}", k.name),
-        );
+        // BERTH_START_WORKERS=1 gives the one-at-a-time behaviour (for comparisons)
+        let workers = std::env::var("BERTH_START_WORKERS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(START_WORKERS)
+            .clamp(1, 64)
+            .min(jobs.len());
+        let mut groups: Vec<Vec<StartJob>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, j) in jobs.into_iter().enumerate() {
+            groups[i % workers].push(j);
+        }
+        let (root, state, launcher) = (&self.engine.root, &self.engine.state, &self.launcher);
+        let results: Vec<(PodRecord, String, Result<(), String>)> = if workers == 1 {
+            let group = groups.pop().unwrap_or_default();
+            group
+                .into_iter()
+                .map(|j| {
+                    let r = start_one(self.engine, launcher, &j);
+                    (j.pod, j.container, r)
+                })
+                .collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = groups
+                    .into_iter()
+                    .map(|group| {
+                        s.spawn(move || {
+                            let eng = Engine::open(root, state);
+                            group
+                                .into_iter()
+                                .map(|j| {
+                                    let r = match &eng {
+                                        Ok(eng) => start_one(eng, launcher, &j),
+                                        Err(e) => Err(format!("open engine: {e}")),
+                                    };
+                                    (j.pod, j.container, r)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        let conn = &self.engine.conn;
+        for (p, name, r) in results {
+            let at = ("Pod", p.namespace.as_str(), p.name.as_str());
+            match r {
+                Ok(()) => {
+                    store::event(
+                        conn,
+                        at,
+                        "Normal",
+                        "Created",
+                        &format!("Created container {name}"),
+                    )?;
+                    store::event(
+                        conn,
+                        at,
+                        "Normal",
+                        "Started",
+                        &format!("Started container {name}"),
+                    )?;
+                }
+                Err(e) => {
+                    store::event(conn, at, "Warning", "Failed", &format!("Error: {e}"))?;
+                    // the pod's status for this pass is written: add why it waits
+                    let now = store::pods(conn)?.into_iter().find(|q| q.uid == p.uid);
+                    if let Some(q) = now {
+                        set_status(conn, &q, &q.phase, q.ready, &e)?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

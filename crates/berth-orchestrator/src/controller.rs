@@ -633,20 +633,18 @@ impl<'a> Controller<'a> {
                         ready += 1;
                     }
                 }
-                "restarting" => {
-                    if self.backoff_seen.get(&c.id) != Some(&c.restart_count) {
-                        self.backoff_seen.insert(c.id.clone(), c.restart_count);
-                        store::event(
-                            &self.engine.conn,
-                            ("Pod", &p.namespace, &p.name),
-                            "Warning",
-                            "BackOff",
-                            &format!(
-                                "Back-off restarting failed container {} in pod {}",
-                                k.name, p.name
-                            ),
-                        )?;
-                    }
+                "restarting" if self.backoff_seen.get(&c.id) != Some(&c.restart_count) => {
+                    self.backoff_seen.insert(c.id.clone(), c.restart_count);
+                    store::event(
+                        &self.engine.conn,
+                        ("Pod", &p.namespace, &p.name),
+                        "Warning",
+                        "BackOff",
+                        &format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            k.name, p.name
+                        ),
+                    )?;
                 }
                 "exited" if c.exit_code == 0 => done += 1,
                 "exited" => failed += 1,

@@ -15,7 +15,7 @@ pub mod registry;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -83,45 +83,16 @@ pub fn unique_id(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
-/// Applets to link: the list busybox itself reports (`busybox --list`).
-fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
-    let out = Command::new(busybox)
-        .arg("--list")
-        .output()
-        .with_context(|| format!("running {} --list", busybox.display()))?;
-    if !out.status.success() {
-        bail!("{} --list failed: {}", busybox.display(), out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "busybox")
-        .map(str::to_owned)
-        .collect())
-}
-
-/// Fills `rootfs` with Debian's static busybox: /bin/busybox, one symlink per applet in
-/// /bin, /etc/passwd, /etc/group, /tmp and empty mount points.
+/// Fills `rootfs` with the busybox fixture tree (the same files as the fixture image:
+/// Debian's static busybox, one symlink per applet, /etc/passwd, /etc/group, /tmp) plus
+/// the empty directories runtimes and tests mount on.
 pub fn busybox_rootfs(rootfs: &Path) -> Result<()> {
     let busybox = require_cmd("busybox");
-    for dir in [
-        "bin", "etc", "tmp", "proc", "sys", "dev", "root", "home", "var", "run",
-    ] {
+    berth_image::fixtures::busybox_rootfs(rootfs, &busybox)
+        .with_context(|| format!("writing a busybox rootfs into {}", rootfs.display()))?;
+    for dir in ["home", "var", "run"] {
         fs::create_dir_all(rootfs.join(dir)).with_context(|| format!("mkdir {dir} in rootfs"))?;
     }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;
-    fs::copy(&busybox, rootfs.join("bin/busybox")).context("copying busybox into rootfs")?;
-    for applet in busybox_applets(&busybox)? {
-        let link = rootfs.join("bin").join(&applet);
-        if !link.exists() {
-            symlink("busybox", &link).with_context(|| format!("linking applet {applet}"))?;
-        }
-    }
-    fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-    )?;
-    fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
 

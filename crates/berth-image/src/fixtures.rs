@@ -86,6 +86,34 @@ fn tar_tree<W: Write>(tree: &BTreeMap<String, Node>, w: W) -> io::Result<W> {
     b.into_inner()
 }
 
+/// Writes the busybox fixture tree (the content of [`busybox_image`]'s layer) into the
+/// directory `root`, for tests that need a plain rootfs rather than an image.
+pub fn busybox_rootfs(root: &Path, busybox: &Path) -> Result<()> {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    for (path, node) in busybox_tree(busybox)? {
+        let dest = root.join(&path);
+        match node {
+            Node::Dir(mode) => {
+                std::fs::create_dir_all(&dest).map_err(Error::io("create", &dest))?;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                    .map_err(Error::io("chmod", &dest))?;
+            }
+            Node::File(mode, data) => {
+                std::fs::write(&dest, data).map_err(Error::io("write", &dest))?;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                    .map_err(Error::io("chmod", &dest))?;
+            }
+            Node::Symlink(target) => match symlink(&target, &dest) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io("symlink", &dest)(e));
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok(())
+}
+
 /// Hashes and counts what passes through.
 struct HashWriter<W> {
     inner: W,

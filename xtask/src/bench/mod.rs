@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: berth against its real peers, one hyperfine run per case with
-//! every contender in it, then `target/bench/report.md` and `target/bench/ratios.svg`.
+//! `cargo xtask bench`: berth against its real peers, every contender of a case in the
+//! same hyperfine run (twice, in opposite orders, times pooled), then
+//! `target/bench/report.md` and `target/bench/ratios.svg`.
 //!
 //! Each capability adds a module with `pub fn run(r: &mut Report) -> Result<()>` and a
 //! line in [`SUITES`].
@@ -78,7 +79,8 @@ impl Report {
         util::target_dir().join("bench")
     }
 
-    /// Times `commands` (berth's first) in one hyperfine run and records medians.
+    /// Times `commands` (berth's first) in two hyperfine rounds of opposite order and
+    /// records the medians of the pooled times.
     /// `extra` goes to hyperfine as is (e.g. `--prepare`, `--runs`, `-N`).
     pub fn hyperfine(
         &mut self,
@@ -101,40 +103,61 @@ impl Report {
         name: &str,
         commands: &[(&str, String)],
         extra: &[&str],
-        wrap: impl FnOnce(&[String]) -> Command,
+        wrap: impl Fn(&[String]) -> Command,
     ) -> Result<()> {
         if commands.is_empty() {
             bail!("bench case {name}: no commands");
         }
         let dir = Self::dir();
         std::fs::create_dir_all(&dir)?;
-        let json = dir.join(format!("{}.json", slug(name)));
-        let mut argv: Vec<String> = ["hyperfine", "--style", "basic", "--export-json"]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        argv.push(json.display().to_string());
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        for (label, command) in commands {
-            argv.extend([
-                "--command-name".to_owned(),
-                (*label).to_owned(),
-                command.clone(),
-            ]);
-        }
         util::banner(&format!("bench: {name}"));
-        util::run(&mut wrap(&argv)).with_context(|| format!("hyperfine for {name}"))?;
-        let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
-        let results = parsed["results"]
-            .as_array()
-            .context("hyperfine json without results")?;
-        let figures = results
+        // Two rounds in opposite orders, times pooled: on a shared machine a load change
+        // during one contender's block would otherwise land on that contender alone.
+        let forward: Vec<usize> = (0..commands.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); commands.len()];
+        let mut rounds = vec![forward];
+        if commands.len() > 1 {
+            rounds.push(backward);
+        }
+        for (round, order) in rounds.iter().enumerate() {
+            let json = dir.join(format!("{}.round{round}.json", slug(name)));
+            let mut argv: Vec<String> = ["hyperfine", "--style", "basic", "--export-json"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            argv.push(json.display().to_string());
+            argv.extend(round_args(extra, commands.len(), order, rounds.len()));
+            for &i in order {
+                let (label, command) = &commands[i];
+                argv.extend([
+                    "--command-name".to_owned(),
+                    (*label).to_owned(),
+                    command.clone(),
+                ]);
+            }
+            util::run(&mut wrap(&argv)).with_context(|| format!("hyperfine for {name}"))?;
+            let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+            let results = parsed["results"]
+                .as_array()
+                .context("hyperfine json without results")?;
+            for (r, &i) in results.iter().zip(order) {
+                times[i].extend(
+                    r["times"]
+                        .as_array()
+                        .context("hyperfine json without times")?
+                        .iter()
+                        .filter_map(|t| t.as_f64()),
+                );
+            }
+        }
+        let figures = times
             .iter()
             .zip(commands)
-            .map(|(r, (label, _))| Figure {
+            .map(|(t, (label, _))| Figure {
                 label: (*label).to_owned(),
-                value: r["median"].as_f64().unwrap_or(f64::NAN) * 1000.0,
-                spread: r["stddev"].as_f64().map(|s| s * 1000.0),
+                value: median(t) * 1000.0,
+                spread: Some(stddev(t) * 1000.0),
             })
             .collect();
         self.cases.push(Case {
@@ -206,6 +229,68 @@ impl Report {
         md.push_str("\n![ratios](ratios.svg)\n");
         md
     }
+}
+
+/// hyperfine options for one round of [`Report::hyperfine_via`]: per-command
+/// `--prepare`/`--cleanup` lists follow the round's command `order`, and `--runs N` is
+/// split between the `rounds`.
+fn round_args(extra: &[&str], commands: usize, order: &[usize], rounds: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut per_command: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        let flag = extra[i];
+        let value = extra.get(i + 1).copied();
+        match (flag, value) {
+            ("--prepare" | "--cleanup", Some(v)) => {
+                match per_command.iter_mut().find(|(f, _)| *f == flag) {
+                    Some((_, vs)) => vs.push(v),
+                    None => per_command.push((flag, vec![v])),
+                }
+                i += 2;
+            }
+            ("--runs" | "-r", Some(v)) => {
+                let n: usize = v.parse().unwrap_or(10);
+                out.extend(["--runs".to_owned(), n.div_ceil(rounds).max(2).to_string()]);
+                i += 2;
+            }
+            _ => {
+                out.push(flag.to_owned());
+                i += 1;
+            }
+        }
+    }
+    for (flag, values) in per_command {
+        if values.len() == commands {
+            for &c in order {
+                out.extend([flag.to_owned(), values[c].to_owned()]);
+            }
+        } else {
+            for v in values {
+                out.extend([flag.to_owned(), v.to_owned()]);
+            }
+        }
+    }
+    out
+}
+
+fn median(times: &[f64]) -> f64 {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    match t.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => t[n / 2],
+        n => (t[n / 2 - 1] + t[n / 2]) / 2.0,
+    }
+}
+
+fn stddev(times: &[f64]) -> f64 {
+    let n = times.len() as f64;
+    if times.len() < 2 {
+        return 0.0;
+    }
+    let mean = times.iter().sum::<f64>() / n;
+    (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
 }
 
 /// Peak RSS in MiB of one run of the shell command `command`, as GNU time reports it.
@@ -355,5 +440,49 @@ impl PodmanPair {
             self.proot.display(),
             self.prun.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_args_reorder_per_command_prepares_and_split_runs() {
+        let extra = [
+            "--warmup",
+            "1",
+            "--runs",
+            "10",
+            "--prepare",
+            "a",
+            "--prepare",
+            "b",
+        ];
+        assert_eq!(
+            round_args(&extra, 2, &[1, 0], 2),
+            [
+                "--warmup",
+                "1",
+                "--runs",
+                "5",
+                "--prepare",
+                "b",
+                "--prepare",
+                "a"
+            ]
+        );
+        // one --prepare for all commands stays as it is
+        assert_eq!(
+            round_args(&["--prepare", "x"], 2, &[1, 0], 2),
+            ["--prepare", "x"]
+        );
+    }
+
+    #[test]
+    fn median_and_stddev() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!((stddev(&[1.0, 3.0]) - 2f64.sqrt()).abs() < 1e-12);
     }
 }

@@ -878,6 +878,15 @@ fn add_fetches_http_urls_with_checksum() {
     let www = env.roots.path().join("www");
     fs::create_dir_all(&www).unwrap();
     fs::write(www.join("hello.txt"), "served over http\n").unwrap();
+    // an archive: kept as is unless --unpack=true
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(7);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "inner.txt", &b"inside\n"[..])
+        .unwrap();
+    fs::write(www.join("a.tar.gz"), flate2_gz(&b.into_inner().unwrap())).unwrap();
     let port = integration_tests::registry::free_port().unwrap();
     let mut httpd = Command::new("/bin/busybox")
         .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
@@ -905,7 +914,8 @@ fn add_fetches_http_urls_with_checksum() {
     env.write(
         "Dockerfile",
         &format!(
-            "FROM busybox\nADD --checksum=sha256:{hex} {url} /fetched/\nRUN --network=host cat /fetched/hello.txt > /copy\n"
+            "FROM busybox\nADD --checksum=sha256:{hex} {url} /fetched/\nRUN --network=host cat /fetched/hello.txt > /copy\n\
+             ADD http://127.0.0.1:{port}/a.tar.gz /packed/\nADD --unpack=true http://127.0.0.1:{port}/a.tar.gz /unpacked/\n"
         ),
     );
     let r = env.build(&["-t", "url:1"]);
@@ -932,6 +942,8 @@ fn add_fetches_http_urls_with_checksum() {
     let get = |n: &str| files.iter().find(|(p, _)| p == n).map(|(_, d)| d.clone());
     assert_eq!(get("fetched/hello.txt").unwrap(), b"served over http\n");
     assert_eq!(get("copy").unwrap(), b"served over http\n");
+    assert!(get("packed/a.tar.gz").is_some() && get("packed/inner.txt").is_none());
+    assert_eq!(get("unpacked/inner.txt").unwrap(), b"inside\n");
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         stderr(&bad).contains("checksum mismatch"),

@@ -1098,6 +1098,7 @@ impl Builder<'_> {
             ),
             _ => unreachable!("copy_step gets COPY or ADD"),
         };
+        let unpack_remote = matches!(&inst.command, Command::Add(a) if a.unpack == Some(true));
         let (link, parents) = match &inst.command {
             Command::Copy(c) => (c.link, c.parents),
             Command::Add(a) => (a.link, false),
@@ -1427,7 +1428,8 @@ impl Builder<'_> {
             }
             if is_add
                 && unpack
-                && !remote.contains(&i)
+                // remote archives are unpacked only when asked (--unpack=true)
+                && (!remote.contains(&i) || unpack_remote)
                 && top.kind == fsutil::Kind::File
                 && is_archive(&top.path)
             {

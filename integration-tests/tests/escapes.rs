@@ -134,6 +134,12 @@ fn run_detached(roots: &TestRoots, flags: &[&str], args: &[&str]) -> String {
     name
 }
 
+fn inspect_state(roots: &TestRoots, name: &str) -> String {
+    ok(roots, &["inspect", "-f", "{{.State.Status}}", name])
+        .trim()
+        .to_string()
+}
+
 fn status_field(status: &str, field: &str) -> String {
     status
         .lines()
@@ -1286,6 +1292,64 @@ fn cp_volumes_binds_and_tar_streams() {
         "uploaded\n"
     );
     ok(&roots, &["rm", "-f", &name]);
+    ok(&roots, &["volume", "rm", &vol]);
+    leak.assert_clean();
+}
+
+/// CVE-2021-30465 itself: a container sharing a volume with a new container keeps
+/// exchanging (renameat2) a directory of the volume with a symlink to "/" while the
+/// new container's runtime mounts a bind on that directory. Each start either fails
+/// (the runtime saw the swap) or shows the bind inside its own root: an escaped mount
+/// lands on the runtime's "/" and the container then ran on the host's root
+/// filesystem, with the bind missing from its mountinfo (what happened before the
+/// runtime pinned mount targets with openat2).
+#[test]
+fn mount_target_swap_race_stays_in_rootfs() {
+    let (roots, mut leak) = setup();
+    let vol = unique_id("racevol");
+    let mv = format!("{vol}:/vol");
+    let marker = roots.path().join("race-marker");
+    std::fs::create_dir(&marker).unwrap();
+    let swap = "mkdir /vol/sub && ln -s / /vol/sub.l && exec /probe swap /vol/sub /vol/sub.l 40";
+    let attacker = run_detached(&roots, &["-v", &mv], &["sh", "-c", swap]);
+    leak.add_marker(attacker.clone());
+    let mb = format!("{}:/vol/sub", marker.display());
+    let (mut started, mut refused) = (0, Vec::new());
+    for i in 0..5 {
+        let o = berth(
+            &roots,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-v",
+                &mv,
+                "-v",
+                &mb,
+                "busybox",
+                "cat",
+                "/proc/self/mountinfo",
+            ],
+        );
+        if !o.status.success() {
+            refused.push(text(&o.stderr));
+            continue;
+        }
+        started += 1;
+        let mi = text(&o.stdout);
+        assert!(
+            mi.contains("race-marker"),
+            "start {i}: the bind on /vol/sub is not in the container's root:\n{mi}"
+        );
+    }
+    eprintln!("{started} started, refused: {refused:?}");
+    assert_eq!(
+        inspect_state(&roots, &attacker),
+        "running",
+        "the attacker stopped: the race was not run"
+    );
+    ok(&roots, &["rm", "-f", &attacker]);
     ok(&roots, &["volume", "rm", &vol]);
     leak.assert_clean();
 }

@@ -56,6 +56,94 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf> {
     Ok(root.join(cur))
 }
 
+/// The mount target `dst` (from [`secure_join`], so below `root` with every symlink
+/// already resolved) opened again by the kernel inside `root` (openat2
+/// RESOLVE_IN_ROOT) with no symlink allowed: one the container swaps in after
+/// `secure_join` (say, in a volume it shares with another container) fails the open
+/// instead of sending the mount out of the root (CVE-2021-30465). Mount on
+/// [`fd_path`] of the result.
+pub fn pin_in_root(root: &Path, dst: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let what = || format!("open mount target {} in {}", dst.display(), root.display());
+    let rel = dst.strip_prefix(root).unwrap_or(dst);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let root_fd = std::fs::File::open(root).map_err(io(what()))?;
+    let c = cstr(rel)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: valid dirfd, NUL-terminated path and an open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_fd.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        let what = match err.raw_os_error() {
+            Some(libc::ELOOP) => format!(
+                "{} (a symlink appeared in the path after it was resolved)",
+                what()
+            ),
+            _ => what(),
+        };
+        return Err(Error::Sys { what, err });
+    }
+    // SAFETY: the kernel returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `/proc/self/fd/N`: mounting there acts on the pinned inode, never re-resolving.
+pub fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// (mount id, dev, ino) of a descriptor, to check a re-opened target is the new mount.
+fn mount_identity(fd: &std::os::fd::OwnedFd) -> Result<(u64, u64, u64)> {
+    use std::os::fd::AsRawFd;
+    const STATX_MNT_ID: u32 = 0x1000;
+    // SAFETY: statx is plain data filled by the kernel.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid buffer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            STATX_MNT_ID | libc::STATX_INO,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        return Err(Error::Sys {
+            what: "statx mount target".into(),
+            err: std::io::Error::last_os_error(),
+        });
+    }
+    let dev = libc::makedev(st.stx_dev_major, st.stx_dev_minor);
+    Ok((st.stx_mnt_id, dev, st.stx_ino))
+}
+
 /// A user namespace holding `uids`/`gids` (for MOUNT_ATTR_IDMAP): a child cloned into
 /// a new user namespace, its maps written, its namespace opened, the child killed.
 fn mapping_userns(
@@ -497,25 +585,48 @@ impl Setup<'_> {
             } else {
                 touch(&dst)?;
             }
+            let pin = pin_in_root(self.rootfs, &dst)?;
+            let at = fd_path(&pin);
             let rec = opts.flags & libc::MS_REC;
             match self.idmap_of(m)? {
                 Some((uids, gids)) => {
                     let recursive = rec != 0 || m.options().iter().flatten().any(|o| o == "ridmap");
-                    idmapped_bind(&src, &dst, &uids, &gids, recursive)?;
+                    idmapped_bind(&src, &at, &uids, &gids, recursive)?;
                 }
-                None => mount(Some(&src), &dst, None, libc::MS_BIND | rec, None)?,
+                None => mount(Some(&src), &at, None, libc::MS_BIND | rec, None)?,
+            }
+            // the pinned fd stays below the new mount: re-open the target and make sure
+            // it is the bind just made (a new mount showing the source's inode)
+            let top = pin_in_root(self.rootfs, &dst)?;
+            let (below, (mnt, dev, ino)) = (mount_identity(&pin)?, mount_identity(&top)?);
+            use std::os::unix::fs::MetadataExt;
+            if mnt == below.0 || (dev, ino) != (meta.dev(), meta.ino()) {
+                return Err(Error::Config {
+                    path: "config.json".into(),
+                    field: "mounts[].destination".into(),
+                    msg: format!(
+                        "mount target {:?} changed while it was mounted (a symlink swapped in the container)",
+                        m.destination()
+                    ),
+                });
             }
             let rest = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
             if rest != 0 {
-                bind_remount(&dst, rest)?;
+                bind_remount(&fd_path(&top), rest)?;
             }
+            for p in &opts.propagation {
+                mount(None, &fd_path(&top), None, *p, None)?;
+            }
+            return Ok(());
         } else if typ == "cgroup" || typ == "cgroup2" {
             mkdir_all(&dst)?;
             self.mount_cgroup(&dst, &opts)?;
         } else {
             mkdir_all(&dst)?;
+            let pin = pin_in_root(self.rootfs, &dst)?;
+            let at = fd_path(&pin);
             let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-            let r = mount(Some(&src), &dst, Some(typ), opts.flags, Some(&opts.data));
+            let r = mount(Some(&src), &at, Some(typ), opts.flags, Some(&opts.data));
             match r {
                 Err(Error::Sys {
                     err: ref source, ..
@@ -524,19 +635,19 @@ impl Setup<'_> {
                     // the host's like runc does.
                     mount(
                         Some(Path::new("/sys")),
-                        &dst,
+                        &at,
                         None,
                         libc::MS_BIND | libc::MS_REC,
                         None,
                     )?;
-                    bind_remount(&dst, opts.flags)?;
+                    bind_remount(&fd_path(&pin_in_root(self.rootfs, &dst)?), opts.flags)?;
                 }
                 Err(Error::Sys {
                     err: ref source, ..
                 }) if typ == "mqueue" && source.raw_os_error() == Some(libc::EPERM) => {
                     mount(
                         Some(Path::new("/dev/mqueue")),
-                        &dst,
+                        &at,
                         None,
                         libc::MS_BIND | libc::MS_REC,
                         None,
@@ -545,8 +656,11 @@ impl Setup<'_> {
                 r => r?,
             }
         }
-        for p in &opts.propagation {
-            mount(None, &dst, None, *p, None)?;
+        if !opts.propagation.is_empty() {
+            let top = pin_in_root(self.rootfs, &dst)?;
+            for p in &opts.propagation {
+                mount(None, &fd_path(&top), None, *p, None)?;
+            }
         }
         Ok(())
     }

@@ -234,6 +234,7 @@ fn idmapped_bind(
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -290,7 +291,8 @@ fn idmapped_bind(
             c"".as_ptr(),
             libc::AT_FDCWD,
             d.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            // T_SYMLINKS: dst may be a pinned /proc/self/fd/N target
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
         )
     } != 0
     {

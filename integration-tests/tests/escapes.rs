@@ -1353,3 +1353,67 @@ fn mount_target_swap_race_stays_in_rootfs() {
     ok(&roots, &["volume", "rm", &vol]);
     leak.assert_clean();
 }
+
+/// `berth load` of a hand-made docker-archive whose members are named out of the
+/// archive (`../`, absolute) and whose top layer goes through a symlink to a host
+/// directory: loading writes nothing outside the store, and running the image either
+/// refuses the layer or keeps everything inside the container.
+#[test]
+fn load_crafted_archive_stays_inside_root() {
+    let (roots, leak) = setup();
+    let host = roots.path().join("host-load");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("victim"), "host only").unwrap();
+    let abs = host.display().to_string();
+    let base = busybox_layer(roots.path());
+    let through = raw_tar(&[symlink_entry("l", &abs), file("l/through", b"x")]);
+    let digest = |b: &[u8]| {
+        let d = ring::digest::digest(&ring::digest::SHA256, b);
+        let hex: String = d.as_ref().iter().map(|x| format!("{x:02x}")).collect();
+        format!("sha256:{hex}")
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Cmd": ["sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [digest(&base), digest(&through)] },
+    })
+    .to_string();
+    let m_base = format!("../../../../../../..{abs}/base.tar");
+    let m_top = format!("{abs}/top.tar");
+    let m_cfg = "cfg.json";
+    let manifest = serde_json::json!([{
+        "Config": m_cfg, "RepoTags": ["evil-load:1"], "Layers": [m_base, m_top],
+    }])
+    .to_string();
+    let archive = raw_tar(&[
+        file(m_cfg, config.as_bytes()),
+        file(&m_base, &base),
+        file(&m_top, &through),
+        file("manifest.json", manifest.as_bytes()),
+    ]);
+    let path = roots.path().join("evil.tar");
+    std::fs::write(&path, archive).unwrap();
+    let o = berth(&roots, &["load", "-i", path.to_str().unwrap()]);
+    assert_eq!(
+        tree(&host),
+        vec!["victim".to_string()],
+        "load wrote outside"
+    );
+    assert!(
+        o.status.success(),
+        "load refused the archive: {}",
+        text(&o.stderr)
+    );
+    let o = berth(
+        &roots,
+        &["run", "--rm", "--network", "none", "evil-load:1", "ls", "/"],
+    );
+    assert_eq!(tree(&host), vec!["victim".to_string()], "run wrote outside");
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("leaves the root"),
+        "the layer going through a symlink to the host was applied: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    leak.assert_clean();
+}

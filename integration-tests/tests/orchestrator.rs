@@ -997,3 +997,108 @@ fn crash_loops_back_off_and_startup_probes_gate_and_restart() {
     c.kill_serve("-TERM");
     leaks.assert_clean();
 }
+
+const SHARED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pair}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: pair}}
+  template:
+    metadata: {labels: {app: pair}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: busybox:latest
+          imagePullPolicy: Never
+          command: [sh, -c, 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www']
+          ports: [{name: http, containerPort: 8080}]
+          readinessProbe: {tcpSocket: {port: http}, periodSeconds: 1}
+        - name: side
+          image: busybox:latest
+          imagePullPolicy: Never
+          command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 1; done']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pair}
+spec:
+  selector: {app: pair}
+  ports: [{port: 80, targetPort: http}]
+"#;
+
+#[test]
+fn pod_containers_share_localhost_and_find_services_by_name() {
+    let mut c = Cluster::new();
+    let leaks = LeakCheck::new(&[c.roots.path().display().to_string()]);
+    c.start_serve();
+    c.apply(SHARED);
+    c.wait_pods("the pod ready", all_ready(1));
+    let pod = c.pods()[0].0.clone();
+    let exec = |container: &str, cmd: &str| -> String {
+        c.ok(&["exec", &pod, "-c", container, "--", "sh", "-c", cmd])
+            .trim()
+            .to_string()
+    };
+    // one network namespace: the sidecar reaches the web container on localhost,
+    // and both see the same eth0, whose address is the pod's IP
+    assert_eq!(
+        exec("side", "wget -qO- http://127.0.0.1:8080/"),
+        "hello-from-web"
+    );
+    let mac = "cat /sys/class/net/eth0/address";
+    assert_eq!(exec("side", mac), exec("web", mac));
+    let wide = c.ok(&["get", "pods", "-o", "wide"]);
+    let ip = wide
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    let addr = exec("side", "ip -4 -o addr show eth0");
+    assert!(
+        addr.contains(&format!("inet {ip}/")),
+        "pod IP {ip} vs {addr}"
+    );
+    // Service names: the short name through the search domains, and the longer forms
+    let svc = json_of(&c, &["get", "svc", "pair", "-o", "json"]);
+    let vip = svc["status"]["clusterIP"].as_str().unwrap().to_string();
+    let resolv = exec("side", "cat /etc/resolv.conf");
+    assert!(
+        resolv.contains("nameserver 127.0.0.11") && resolv.contains("default.svc.cluster.local"),
+        "{resolv}"
+    );
+    for name in ["pair", "pair.default", "pair.default.svc.cluster.local"] {
+        let looked = exec("side", &format!("nslookup {name} 2>&1 || true"));
+        assert!(
+            looked.contains(&vip),
+            "{name} should resolve to {vip}: {looked}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let body = exec("side", &format!("wget -qO- http://{name}/ 2>&1 || true"));
+            if body.starts_with("hello-from-web") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "http://{name}/ never answered: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    c.ok(&[
+        "delete",
+        "-f",
+        c.roots.path().join("m.yaml").to_str().unwrap(),
+    ]);
+    wait_until("everything to go", 30, || {
+        c.pods().is_empty() && c.containers().is_empty()
+    });
+    c.kill_serve("-TERM");
+    leaks.assert_clean();
+}

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use berth_engine::sandbox::{self, SandboxSpec};
 use berth_engine::{Container, CreateConfig, Engine, Launcher};
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -65,10 +66,48 @@ pub trait Images {
 /// one at a time).
 const START_WORKERS: usize = 8;
 
+/// Owner prefix of the Services' DNS records (`service/NS/NAME`).
+const DNS_OWNER: &str = "service/";
+
+/// The sandbox (shared network namespace) of pod `p`.
+pub fn sandbox_name(p: &PodRecord) -> String {
+    format!("k8s_{}_{}", p.name, p.namespace)
+}
+
+/// Makes the pod's sandbox unless it exists.
+fn ensure_sandbox(engine: &Engine, spec: &SandboxSpec) -> Result<(), String> {
+    if sandbox::get(engine, &spec.name).is_ok() {
+        return Ok(());
+    }
+    let sb = sandbox::create(engine, spec).map_err(|e| format!("create pod sandbox: {e}"))?;
+    hairpin(engine, &sb.id);
+    Ok(())
+}
+
+/// Lets a pod reach itself through a Service's virtual IP: where bridged traffic
+/// passes the host's nat hooks (br_netfilter), the DNAT back to the pod is bridged
+/// out of the port it came in on, which a bridge refuses unless the port is in
+/// hairpin mode (what kubenet does too). The host-side veth is the sandbox's
+/// endpoint row in the engine's table.
+fn hairpin(engine: &Engine, sandbox_id: &str) {
+    let veth: Option<String> = engine
+        .conn
+        .query_row(
+            "SELECT host_veth FROM endpoints WHERE container_id = ?1",
+            [sandbox_id],
+            |r| r.get(0),
+        )
+        .ok();
+    if let Some(v) = veth.filter(|v| !v.is_empty() && !v.contains('/')) {
+        let _ = std::fs::write(format!("/sys/class/net/{v}/brport/hairpin_mode"), "1");
+    }
+}
+
 /// One container to create and start.
 #[derive(Debug)]
 struct StartJob {
     pod: PodRecord,
+    sandbox: SandboxSpec,
     container: String,
     cfg: CreateConfig,
     store: berth_image::Store,
@@ -78,6 +117,7 @@ struct StartJob {
 /// Creates and starts one container; on failure nothing is left (the next pass
 /// tries again from scratch).
 fn start_one(engine: &Engine, launcher: &Launcher, j: &StartJob) -> Result<(), String> {
+    ensure_sandbox(engine, &j.sandbox)?;
     let c = engine
         .create(j.cfg.clone(), &j.store, &j.image)
         .map_err(|e| format!("create container {}: {e}", j.container))?;
@@ -110,6 +150,7 @@ pub struct Controller<'a> {
     probes: HashMap<(String, String, &'static str), ProbeState>,
     last_services: Option<String>,
     pending: Vec<StartJob>,
+    last_dns: Option<Vec<(String, String, std::net::Ipv4Addr)>>,
     backoff_seen: HashMap<String, i64>,
     pub(crate) hpa: crate::hpa::State,
 }
@@ -139,6 +180,7 @@ impl<'a> Controller<'a> {
             probes: HashMap::new(),
             last_services: None,
             pending: Vec::new(),
+            last_dns: None,
             backoff_seen: HashMap::new(),
             hpa: crate::hpa::State::default(),
         })
@@ -235,6 +277,17 @@ impl<'a> Controller<'a> {
         for c in orphans {
             let _ = self.engine.remove(&c.id, true, true);
         }
+        if let Ok(sandboxes) = sandbox::list(self.engine) {
+            for sb in sandboxes {
+                let orphan = sb
+                    .labels
+                    .get(POD_UID_LABEL)
+                    .is_some_and(|uid| !pods.iter().any(|p| &p.uid == uid));
+                if orphan {
+                    let _ = sandbox::remove(self.engine, &sb.name, true);
+                }
+            }
+        }
         self.claims(&objects, &containers)?;
         for p in &pods {
             self.sync_pod(p, &containers, &objects)?;
@@ -285,6 +338,7 @@ impl<'a> Controller<'a> {
             .collect();
         let mut rendered = Vec::new();
         let mut keep = Vec::new();
+        let mut names = Vec::new();
         for o in objects {
             let Body::Service(spec) = &o.object.body else {
                 continue;
@@ -292,15 +346,59 @@ impl<'a> Controller<'a> {
             let (ns, name) = (o.object.namespace(), &o.object.metadata.name);
             let ip = services::cluster_ip(conn, &self.engine.root, ns, name)?;
             keep.push((ns.to_string(), name.clone()));
+            names.push((ns.to_string(), name.clone(), ip));
             rendered.push(services::render(spec, ns, ip, &endpoints));
         }
         services::release_missing(conn, &keep)?;
+        if self.last_dns.as_ref() != Some(&names) {
+            match self.publish_dns(&names) {
+                Ok(()) => self.last_dns = Some(names),
+                Err(e) => eprintln!("berth serve: service names: {e}"),
+            }
+        }
         let script = services::script(&self.engine.root, &rendered);
         if self.last_services.as_deref() != Some(script.as_str()) {
             match services::apply(&script) {
                 Ok(()) => self.last_services = Some(script),
                 Err(e) => eprintln!("berth serve: services: {e}"),
             }
+        }
+        Ok(())
+    }
+
+    /// Publishes `NAME.NS.svc.cluster.local` (and `NAME.NS.svc`, `NAME.NS`) for each
+    /// Service's virtual IP through the engine's DNS records, and removes the names
+    /// of Services that are gone. Pods find `NAME` through their search domains.
+    fn publish_dns(&self, services: &[(String, String, std::net::Ipv4Addr)]) -> Result<(), Error> {
+        use berth_engine::dns;
+        let conn = &self.engine.conn;
+        let dns_err = engine_err("service names");
+        let mut owners = Vec::new();
+        for (ns, name, ip) in services {
+            let owner = format!("{DNS_OWNER}{ns}/{name}");
+            let records: Vec<dns::Record> = [
+                format!("{name}.{ns}.svc.cluster.local"),
+                format!("{name}.{ns}.svc"),
+                format!("{name}.{ns}"),
+            ]
+            .into_iter()
+            .map(|n| dns::Record {
+                name: n,
+                ip: *ip,
+                network: None,
+            })
+            .collect();
+            dns::set_records(conn, &owner, &records).map_err(engine_err("service names"))?;
+            owners.push(owner);
+        }
+        let stale: Vec<String> = dns::records(conn, None)
+            .map_err(dns_err)?
+            .into_iter()
+            .map(|(owner, _)| owner)
+            .filter(|o| o.starts_with(DNS_OWNER) && !owners.contains(o))
+            .collect();
+        for o in stale {
+            dns::remove_owner(conn, &o).map_err(engine_err("service names"))?;
         }
         Ok(())
     }
@@ -547,6 +645,7 @@ impl<'a> Controller<'a> {
                 let grace = p.template["spec"]["terminationGracePeriodSeconds"]
                     .as_u64()
                     .unwrap_or(30) as u32;
+                let sandbox = sandbox_name(p);
                 s.spawn(move || {
                     let Ok(eng) = Engine::open(root, state) else {
                         return;
@@ -555,6 +654,7 @@ impl<'a> Controller<'a> {
                         let _ = eng.stop(id, Some(grace));
                         let _ = eng.remove(id, true, true);
                     }
+                    let _ = sandbox::remove(&eng, &sandbox, true);
                 });
             }
         });
@@ -854,8 +954,37 @@ impl<'a> Controller<'a> {
         });
         let (store, image) = self.images.get(&k.image, &policy)?;
         let cfg = self.container_config(p, template, k, init, objects)?;
+        let spec = &template.spec;
+        let mut labels = BTreeMap::new();
+        labels.insert(POD_UID_LABEL.to_string(), p.uid.clone());
+        labels.insert(POD_NAME_LABEL.to_string(), p.name.clone());
+        labels.insert(POD_NAMESPACE_LABEL.to_string(), p.namespace.clone());
+        let sandbox = SandboxSpec {
+            name: sandbox_name(p),
+            network: String::new(),
+            hostname: spec.hostname.clone().unwrap_or_else(|| p.name.clone()),
+            // hostPorts belong to the pod's namespace, so to its sandbox
+            ports: spec
+                .containers
+                .iter()
+                .flat_map(|k| &k.ports)
+                .filter_map(|cp| {
+                    let proto = cp.protocol.as_deref().unwrap_or("TCP").to_lowercase();
+                    Some(format!("{}:{}/{proto}", cp.host_port?, cp.container_port))
+                })
+                .collect(),
+            // short Service names resolve through the pod's namespace first
+            dns_search: vec![
+                format!("{}.svc.cluster.local", p.namespace),
+                "svc.cluster.local".into(),
+                "cluster.local".into(),
+            ],
+            labels,
+            ..Default::default()
+        };
         self.pending.push(StartJob {
             pod: p.clone(),
+            sandbox,
             container: k.name.clone(),
             cfg,
             store,
@@ -878,9 +1007,13 @@ impl<'a> Controller<'a> {
             .unwrap_or(START_WORKERS)
             .clamp(1, 64)
             .min(jobs.len());
+        // a pod's containers stay on one worker, in order, after its sandbox
         let mut groups: Vec<Vec<StartJob>> = (0..workers).map(|_| Vec::new()).collect();
-        for (i, j) in jobs.into_iter().enumerate() {
-            groups[i % workers].push(j);
+        let mut slot: HashMap<String, usize> = HashMap::new();
+        for j in jobs {
+            let next = slot.len() % workers;
+            let w = *slot.entry(j.pod.uid.clone()).or_insert(next);
+            groups[w].push(j);
         }
         let (root, state, launcher) = (&self.engine.root, &self.engine.state, &self.launcher);
         let results: Vec<(PodRecord, String, Result<(), String>)> = if workers == 1 {
@@ -1036,22 +1169,9 @@ impl<'a> Controller<'a> {
                 cfg.cpus = Some(c.milli() as f64 / 1000.0);
             }
         }
-        cfg.network.exposed = k
-            .ports
-            .iter()
-            .map(|cp| {
-                format!(
-                    "{}/{}",
-                    cp.container_port,
-                    cp.protocol.as_deref().unwrap_or("TCP").to_lowercase()
-                )
-            })
-            .collect();
-        cfg.network.ports = k
-            .ports
-            .iter()
-            .filter_map(|cp| cp.host_port.map(|h| format!("{h}:{}", cp.container_port)))
-            .collect();
+        // every container of the pod joins its sandbox: one address, localhost between
+        // them, ports published by the sandbox
+        cfg.network.network = sandbox::mode(&sandbox_name(p));
         cfg.volumes = self.volumes(p, spec, k, objects)?;
         Ok(cfg)
     }

@@ -666,3 +666,101 @@ fn podman_rootless_run_exec_logs_on_berth_oci() {
     drop(p);
     leak.assert_clean();
 }
+
+// ---- berth run as an unprivileged user ----
+
+/// `berth` run by the test user: its root defaults to $XDG_DATA_HOME/berth and its
+/// state to $XDG_RUNTIME_DIR/berth (both in a temp dir here), it enters a user and
+/// mount namespace of its own held by a pause process, loads busybox into its own
+/// root and runs a container with overlayfs inside that namespace; networking other
+/// than `--network none` is refused with an error naming what is missing.
+#[test]
+fn berth_run_rootless_network_none() {
+    rootless_user();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-rl-run-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    let mut leak = LeakCheck::new(&[d.display().to_string()]);
+    let store = berth_image::Store::open(&d.join("layout")).unwrap();
+    berth_image::fixtures::busybox_image(&store, IMAGE).unwrap();
+    let f = std::fs::File::create(d.join("busybox.tar")).unwrap();
+    berth_image::archive::save(&store, &[IMAGE.to_owned()], f).unwrap();
+    for sub in ["data", "run"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let o = Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let berth = |args: &[&str]| -> Output {
+        as_user(&bin_path("berth"))
+            .env("XDG_DATA_HOME", d.join("data"))
+            .env("XDG_RUNTIME_DIR", d.join("run"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    struct Pause(PathBuf);
+    impl Drop for Pause {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
+            {
+                // SAFETY: signalling the pause process this test's berth started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _pause = Pause(d.join("run/berth/userns/pause.pid"));
+    let o = berth(&["load", "-i", d.join("busybox.tar").to_str().unwrap()]);
+    assert!(o.status.success(), "load: {}{}", err(&o), text(&o));
+    assert!(
+        d.join("data/berth").is_dir(),
+        "root not under $XDG_DATA_HOME/berth"
+    );
+    let o = berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; echo written > /tmp/x; cat /tmp/x; \
+         grep -c ' / / .*- overlay ' /proc/self/mountinfo",
+    ]);
+    assert!(o.status.success(), "run: {}{}", err(&o), text(&o));
+    let out = text(&o);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["0"], "{out}");
+    assert_eq!(rows[1], ["0", "23790", "1"], "{out}");
+    assert_eq!(rows[2], ["1", "2000000", "65536"], "{out}");
+    assert_eq!(rows[3], ["written"], "{out}");
+    assert_eq!(rows[4], ["1"], "root is not an overlay: {out}");
+    assert!(
+        d.join("run/berth").is_dir(),
+        "state not under $XDG_RUNTIME_DIR/berth"
+    );
+
+    let o = berth(&["run", "--rm", IMAGE, "true"]);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("slirp4netns") && err(&o).contains("not implemented"),
+        "{}",
+        err(&o)
+    );
+    let o = berth(&["ps", "-a", "-q"]);
+    assert!(o.status.success(), "ps: {}", err(&o));
+    assert_eq!(text(&o).trim(), "");
+    drop(_pause);
+    leak.add_marker("berth-pause");
+    leak.assert_clean();
+}

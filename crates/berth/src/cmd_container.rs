@@ -664,6 +664,15 @@ fn to_config(a: &CreateArgs) -> anyhow::Result<CreateConfig> {
     if !["missing", "always", "never"].contains(&a.pull.as_str()) {
         bail!("invalid pull policy {:?} (missing, always, never)", a.pull);
     }
+    // Rootless (inside the user's namespace): bridges, veths and nft rules need host
+    // root, and the slirp4netns path is not written yet.
+    if berth_runtime::rootless::in_user_namespace()
+        && (a.network != "none" || !a.publish.is_empty() || a.publish_all)
+    {
+        bail!(
+            "rootless berth run supports only --network none without -p/-P: networking through slirp4netns (the default bridge, user networks, published ports) is not implemented for rootless containers yet"
+        );
+    }
     Ok(CreateConfig {
         image: a.image.clone(),
         cmd: a.command.clone(),

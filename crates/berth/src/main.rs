@@ -31,16 +31,17 @@ struct Cli {
 /// Options every verb understands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// Root of persistent data (images, metadata).
+    /// Root of persistent data (images, metadata); rootless:
+    /// $XDG_DATA_HOME/berth or ~/.local/share/berth.
     #[arg(
         long,
         global = true,
         env = "BERTH_ROOT",
-        default_value = "/var/lib/berth"
+        default_value_os_t = default_root()
     )]
     pub root: PathBuf,
-    /// Root of runtime state (running containers).
-    #[arg(long, global = true, env = "BERTH_STATE", default_value = "/run/berth")]
+    /// Root of runtime state (running containers); rootless: $XDG_RUNTIME_DIR/berth.
+    #[arg(long, global = true, env = "BERTH_STATE", default_value_os_t = default_state())]
     pub state: PathBuf,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
@@ -69,6 +70,27 @@ enum Command {
     Kube(cmd_kube::KubeCommand),
 }
 
+/// `/var/lib/berth` for root; an unprivileged user's own root otherwise.
+fn default_root() -> PathBuf {
+    if !berth_runtime::rootless::is_rootless() {
+        return PathBuf::from("/var/lib/berth");
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_DATA_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("berth")
+}
+
+/// `/run/berth` for root; `$XDG_RUNTIME_DIR/berth` for an unprivileged user.
+fn default_state() -> PathBuf {
+    berth_runtime::rootless::default_state_root("berth")
+}
+
 fn main() -> ExitCode {
     // `berth ps | head` must end quietly like other Unix tools, not panic on EPIPE
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
@@ -80,6 +102,16 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Rootless: every verb runs as root of the user's own user and mount namespaces
+    // (held by a pause process), entered here while the process has one thread.
+    if berth_runtime::rootless::is_rootless()
+        && !matches!(cli.command, Command::Version)
+        && let Err(e) =
+            berth_runtime::rootless::join_user_namespace(&cli.global.state.join("userns"))
+    {
+        eprintln!("berth: rootless: {e}");
+        return ExitCode::from(125);
+    }
     let result: anyhow::Result<u8> = match cli.command {
         Command::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));

@@ -123,9 +123,12 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
             report.blobs.push(d);
         }
     }
+    // by full path: other roots on the host mount snapshots with the same chain id
     let mounts = mounted_text();
+    let snapshots = store.snapshots_dir();
     for c in store.list_snapshots()? {
-        if !chains.contains(&c) && !mounts.contains(c.hex()) {
+        let in_use = mounts.contains(&*snapshots.join(c.hex()).to_string_lossy());
+        if !chains.contains(&c) && !in_use {
             store.remove_snapshot(&c)?;
             report.snapshots.push(c);
         }
@@ -186,7 +189,7 @@ pub fn check(store: &Store, repair: bool) -> Result<CheckReport> {
         let dir = store.snapshots_dir().join(c.hex());
         if !dir.join("fs").is_dir() || !dir.join("diffid").is_file() {
             r.problems.push(Problem::BrokenSnapshot(c.clone()));
-            if repair && !mounts.contains(c.hex()) {
+            if repair && !mounts.contains(&*dir.to_string_lossy()) {
                 store.remove_snapshot(&c)?;
                 r.repaired += 1;
             }

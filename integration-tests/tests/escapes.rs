@@ -1417,3 +1417,61 @@ fn load_crafted_archive_stays_inside_root() {
     );
     leak.assert_clean();
 }
+
+/// The CVE-2024-45310 class, next to CVE-2021-30465: while the runtime creates the
+/// targets of a file bind and a directory bind inside a shared volume's directory, the
+/// other container exchanges that directory with a symlink to a host directory; the
+/// runtime never creates anything there.
+#[test]
+fn mount_target_creation_race_stays_in_rootfs() {
+    let (roots, mut leak) = setup();
+    let host = roots.path().join("host-create");
+    std::fs::create_dir(&host).unwrap();
+    let vol = unique_id("createvol");
+    let mv = format!("{vol}:/vol");
+    let swap = format!(
+        "mkdir /vol/sub && ln -s {} /vol/sub.l && exec /probe swap /vol/sub /vol/sub.l 40",
+        host.display()
+    );
+    let attacker = run_detached(&roots, &["-v", &mv], &["sh", "-c", &swap]);
+    leak.add_marker(attacker.clone());
+    let src_file = roots.path().join("bind-file");
+    std::fs::write(&src_file, "bound").unwrap();
+    let src_dir = roots.path().join("bind-dir");
+    std::fs::create_dir(&src_dir).unwrap();
+    let mf = format!("{}:/vol/sub/f{}", src_file.display(), 0);
+    for i in 0..5 {
+        let mf = mf.replace("/f0", &format!("/f{i}"));
+        let md = format!("{}:/vol/sub/d{i}", src_dir.display());
+        let _ = berth(
+            &roots,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-v",
+                &mv,
+                "-v",
+                &mf,
+                "-v",
+                &md,
+                "busybox",
+                "true",
+            ],
+        );
+        assert_eq!(
+            tree(&host),
+            Vec::<String>::new(),
+            "attempt {i}: the runtime created a mount target in the host directory"
+        );
+    }
+    assert_eq!(
+        inspect_state(&roots, &attacker),
+        "running",
+        "the attacker stopped: the race was not run"
+    );
+    ok(&roots, &["rm", "-f", &attacker]);
+    ok(&roots, &["volume", "rm", &vol]);
+    leak.assert_clean();
+}

@@ -112,6 +112,102 @@ pub fn pin_in_root(root: &Path, dst: &Path) -> Result<std::os::fd::OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Creates the mount target `dst` (below `root`, from [`secure_join`]) and its missing
+/// parents one component at a time from a descriptor of `root`, never following a
+/// symlink (O_NOFOLLOW at each step): a symlink swapped in by the container cannot
+/// make the runtime create files or directories on the host (CVE-2024-45310 class).
+fn create_in_root(root: &Path, dst: &Path, dir: bool) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let what = || format!("create mount target {}", dst.display());
+    let rel = dst.strip_prefix(root).unwrap_or(dst);
+    let comps: Vec<_> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut cur: OwnedFd = std::fs::File::open(root).map_err(io(what()))?.into();
+    let open_dir = |at: &OwnedFd, name: &std::ffi::CStr| -> Result<OwnedFd> {
+        // SAFETY: valid dirfd and NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                at.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::Sys {
+                what: what(),
+                err: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a new descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    for (i, c) in comps.iter().enumerate() {
+        let name = cstr(Path::new(c))?;
+        let last = i + 1 == comps.len();
+        if last && !dir {
+            // SAFETY: stat is plain data filled by the kernel.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid dirfd, name and buffer; the last link is not followed.
+            let r = unsafe {
+                libc::fstatat(
+                    cur.as_raw_fd(),
+                    name.as_ptr(),
+                    &mut st,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if r == 0 {
+                // whatever exists (file, directory, device) is a target, a symlink not
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    return Err(Error::Sys {
+                        what: what(),
+                        err: std::io::Error::from_raw_os_error(libc::ELOOP),
+                    });
+                }
+                return Ok(());
+            }
+            // SAFETY: valid dirfd and name; O_EXCL|O_NOFOLLOW never opens what exists.
+            let fd = unsafe {
+                libc::openat(
+                    cur.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            if fd < 0 {
+                return Err(Error::Sys {
+                    what: what(),
+                    err: std::io::Error::last_os_error(),
+                });
+            }
+            // SAFETY: a new descriptor we own, closed at once.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            return Ok(());
+        }
+        // SAFETY: valid dirfd and name.
+        if unsafe { libc::mkdirat(cur.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EEXIST) {
+                return Err(Error::Sys { what: what(), err });
+            }
+        }
+        if !last {
+            cur = open_dir(&cur, &name)?;
+        }
+    }
+    Ok(())
+}
+
 /// `/proc/self/fd/N`: mounting there acts on the pinned inode, never re-resolving.
 pub fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
     use std::os::fd::AsRawFd;
@@ -582,11 +678,7 @@ impl Setup<'_> {
             };
             let meta = std::fs::metadata(&src)
                 .map_err(io(format!("stat bind source {}", src.display())))?;
-            if meta.is_dir() {
-                mkdir_all(&dst)?;
-            } else {
-                touch(&dst)?;
-            }
+            create_in_root(self.rootfs, &dst, meta.is_dir())?;
             let pin = pin_in_root(self.rootfs, &dst)?;
             let at = fd_path(&pin);
             let rec = opts.flags & libc::MS_REC;
@@ -624,7 +716,7 @@ impl Setup<'_> {
             mkdir_all(&dst)?;
             self.mount_cgroup(&dst, &opts)?;
         } else {
-            mkdir_all(&dst)?;
+            create_in_root(self.rootfs, &dst, true)?;
             let pin = pin_in_root(self.rootfs, &dst)?;
             let at = fd_path(&pin);
             let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));

@@ -150,6 +150,7 @@ pub struct Controller<'a> {
     probes: HashMap<(String, String, &'static str), ProbeState>,
     last_services: Option<String>,
     pending: Vec<StartJob>,
+    passes: u64,
     last_dns: Option<Vec<(String, String, std::net::Ipv4Addr)>>,
     backoff_seen: HashMap<String, i64>,
     pub(crate) hpa: crate::hpa::State,
@@ -180,6 +181,7 @@ impl<'a> Controller<'a> {
             probes: HashMap::new(),
             last_services: None,
             pending: Vec::new(),
+            passes: 0,
             last_dns: None,
             backoff_seen: HashMap::new(),
             hpa: crate::hpa::State::default(),
@@ -274,10 +276,15 @@ impl<'a> Controller<'a> {
                     .is_some_and(|uid| !pods.iter().any(|p| &p.uid == uid))
             })
             .collect();
+        let had_orphans = !orphans.is_empty();
         for c in orphans {
             let _ = self.engine.remove(&c.id, true, true);
         }
-        if let Ok(sandboxes) = sandbox::list(self.engine) {
+        // sandboxes of pods that vanished (serve killed mid-delete): not every pass,
+        // listing them costs a query per sandbox
+        self.passes = self.passes.wrapping_add(1);
+        let sweep = self.passes % 20 == 1 || had_orphans;
+        if let Some(sandboxes) = sweep.then(|| sandbox::list(self.engine).ok()).flatten() {
             for sb in sandboxes {
                 let orphan = sb
                     .labels

@@ -212,3 +212,28 @@ fn empty_documents_are_skipped() {
     let p = parse("x", "---\n# nothing\n---\n").unwrap();
     assert!(p.objects.is_empty());
 }
+
+#[test]
+fn the_kube_examples_parse_without_warnings() {
+    for (name, text, kinds) in [
+        (
+            "job-with-claim.yaml",
+            include_str!("../../../../examples/kube/job-with-claim.yaml"),
+            &["PersistentVolumeClaim", "Job"][..],
+        ),
+        (
+            "autoscale.yaml",
+            include_str!("../../../../examples/kube/autoscale.yaml"),
+            &[
+                "PersistentVolumeClaim",
+                "Deployment",
+                "HorizontalPodAutoscaler",
+            ][..],
+        ),
+    ] {
+        let p = parse(name, text).unwrap();
+        assert!(p.warnings.is_empty(), "{name}: {:?}", p.warnings);
+        let got: Vec<&str> = p.objects.iter().map(|o| o.kind()).collect();
+        assert_eq!(got, kinds, "{name}");
+    }
+}

@@ -750,6 +750,30 @@ fn berth_run_rootless_network_none() {
         "state not under $XDG_RUNTIME_DIR/berth"
     );
 
+    // Detached, exec into it, logs, rm -f.
+    let name = unique_id("rl-berth");
+    leak.add_marker(name.clone());
+    let o = berth(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hello-log; exec sleep 60",
+    ]);
+    assert!(o.status.success(), "run -d: {}{}", err(&o), text(&o));
+    let o = berth(&["exec", &name, "sh", "-c", "echo in-exec; cat /proc/1/comm"]);
+    assert!(o.status.success(), "exec: {}{}", err(&o), text(&o));
+    assert_eq!(text(&o), "in-exec\nsleep\n");
+    let o = berth(&["logs", &name]);
+    assert_eq!(text(&o), "hello-log\n", "logs: {}", err(&o));
+    let o = berth(&["rm", "-f", &name]);
+    assert!(o.status.success(), "rm -f: {}{}", err(&o), text(&o));
+
     let o = berth(&["run", "--rm", IMAGE, "true"]);
     assert!(!o.status.success());
     assert!(

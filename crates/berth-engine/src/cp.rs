@@ -491,3 +491,37 @@ pub fn to_container(engine: &Engine, c: &Container, src: &Path, path: &str) -> R
     drop(root);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_is_lexical() {
+        assert_eq!(clean("/a/./b/../c/"), PathBuf::from("/a/c"));
+        assert_eq!(clean("/../../x"), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn resolution_never_leaves_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("inside")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../outside", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("/inside", root.join("ok")).unwrap();
+        let fd = open_path(&root, libc::O_PATH | libc::O_DIRECTORY).unwrap();
+        for p in ["/abs/secret", "/rel/secret", "/../outside/secret"] {
+            let e = open_in_root(fd.as_raw_fd(), Path::new(p), libc::O_RDONLY).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{p}");
+        }
+        // absolute links inside the container resolve against its root
+        let dir = open_in_root(fd.as_raw_fd(), Path::new("/ok"), libc::O_PATH).unwrap();
+        let st = fstat(dir.as_raw_fd()).unwrap();
+        let inside = std::fs::metadata(root.join("inside")).unwrap();
+        assert_eq!(st.st_ino, std::os::unix::fs::MetadataExt::ino(&inside));
+    }
+}

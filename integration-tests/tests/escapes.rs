@@ -1233,10 +1233,23 @@ fn cp_volumes_binds_and_tar_streams() {
     let vol = unique_id("cpvol");
     let mb = format!("{}:/bind", bind.display());
     let mv = format!("{vol}:/data");
-    let name = run_detached(&roots, &["-v", &mb, "-v", &mv], &["sleep", "60"]);
+    let name = run_detached(
+        &roots,
+        &["-v", &mb, "-v", &mv, "--tmpfs", "/scratch"],
+        &["sleep", "60"],
+    );
     leak.add_marker(name.clone());
     let src = roots.path().join("upload");
     std::fs::write(&src, "uploaded\n").unwrap();
+    // a tmpfs exists only in the running container's own mount namespace
+    ok(
+        &roots,
+        &["cp", src.to_str().unwrap(), &format!("{name}:/scratch/x")],
+    );
+    assert_eq!(
+        ok(&roots, &["exec", &name, "cat", "/scratch/x"]),
+        "uploaded\n"
+    );
     ok(
         &roots,
         &["cp", src.to_str().unwrap(), &format!("{name}:/data/")],

@@ -159,7 +159,11 @@ fn open_root(engine: &Engine, c: &Container, path: &str) -> Result<Root> {
     let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
     if c.is_active() && c.pid > 0 {
         let proc_root = PathBuf::from(format!("/proc/{}/root", c.pid));
-        if let Ok(fd) = open_path(&proc_root, dir_flags) {
+        // checked after the open: a recorded pid reused by a host process must never
+        // make the host's root the copy's root
+        if let Ok(fd) = open_path(&proc_root, dir_flags)
+            && in_container_cgroup(c)
+        {
             return Ok(Root {
                 fd,
                 path: PathBuf::from(path),
@@ -208,6 +212,13 @@ fn open_root(engine: &Engine, c: &Container, path: &str) -> Result<Root> {
         path: PathBuf::from(path),
         mounted,
     })
+}
+
+/// Whether the recorded pid is still the container's (it sits in its cgroup).
+fn in_container_cgroup(c: &Container) -> bool {
+    let mark = format!("/berth-{}", c.id);
+    std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid))
+        .is_ok_and(|s| s.lines().any(|l| l.contains(&mark)))
 }
 
 fn open_path(p: &Path, flags: i32) -> Result<OwnedFd> {

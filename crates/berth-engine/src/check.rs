@@ -410,6 +410,85 @@ mod tests {
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
+    /// A container row as a crash could leave it, written directly.
+    fn row(engine: &Engine, id: &str, state: &str, monitor_pid: i64) {
+        engine
+            .conn
+            .execute(
+                "INSERT INTO containers (id, name, image, image_id, config, lowerdirs, created, state, monitor_pid)
+                 VALUES (?1, ?2, 'busybox', 'sha256:x', ?3, '[]', '2026-01-01T00:00:00Z', ?4, ?5)",
+                rusqlite::params![
+                    id,
+                    format!("n{}", &id[..8]),
+                    serde_json::to_string(&crate::CreateConfig::default()).unwrap(),
+                    state,
+                    monitor_pid
+                ],
+            )
+            .unwrap();
+    }
+
+    fn id(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    #[test]
+    fn crash_traces_are_found_and_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("root"), &dir.path().join("state")).unwrap();
+        // shown as running, but no monitor (pid 0 never exists as a monitor)
+        row(&engine, &id(1), state::RUNNING, 0);
+        // a create that never wrote its spec
+        row(&engine, &id(2), state::CREATED, 0);
+        // a remove whose remover died
+        row(&engine, &id(3), state::REMOVING, 0);
+        // an exited container holding an address
+        row(&engine, &id(4), state::EXITED, 0);
+        crate::network::list_networks(&engine.conn, &engine.root).unwrap();
+        engine
+            .conn
+            .execute(
+                "INSERT INTO endpoints (container_id, network, ip, mac, host_veth, netns, hosts)
+                 VALUES (?1, 'bridge', '10.1.2.3', 'm', 'v', 'p', 'h')",
+                [id(4)],
+            )
+            .unwrap();
+        // files of no container
+        std::fs::create_dir_all(engine.container_dir(&id(9))).unwrap();
+        let r = check(&engine, false).unwrap();
+        let has = |f: &Finding| r.findings.contains(f);
+        assert!(has(&Finding::ActiveWithoutProcess {
+            id: id(1),
+            state: "running".into()
+        }));
+        assert!(has(&Finding::InterruptedCreate { id: id(2) }));
+        assert!(has(&Finding::InterruptedRemove { id: id(3) }));
+        assert!(has(&Finding::StaleEndpoint {
+            id: id(4),
+            ip: "10.1.2.3".into()
+        }));
+        assert!(has(&Finding::Orphan {
+            path: engine.container_dir(&id(9))
+        }));
+        assert_eq!(r.findings.len(), 5, "{:?}", r.findings);
+        // two are interrupted operations, three are problems
+        assert_eq!(r.problems().count(), 3);
+        assert_eq!(r.containers, 4);
+        assert_eq!(r.endpoints, 1);
+    }
+
+    #[test]
+    fn repair_removes_what_belongs_to_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("root"), &dir.path().join("state")).unwrap();
+        let orphan = engine.container_dir(&id(7));
+        std::fs::create_dir_all(orphan.join("upper")).unwrap();
+        let r = check(&engine, true).unwrap();
+        assert_eq!(r.repaired, 1, "{:?}", r.findings);
+        assert!(!orphan.exists());
+        assert!(check(&engine, false).unwrap().findings.is_empty());
+    }
+
     #[test]
     fn an_empty_root_is_clean() {
         let dir = tempfile::tempdir().unwrap();

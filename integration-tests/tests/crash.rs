@@ -845,3 +845,92 @@ impl Scenario for Serve {
 fn kill_9_of_serve() {
     drive(&Serve);
 }
+
+// ---------------------------------------------------------------------------------
+// berth-oci create itself (what every engine calls)
+
+/// SIGKILL of `berth-oci create` anywhere, then `delete --force` of the id: no init,
+/// cgroup or state may remain.
+#[test]
+fn kill_9_of_berth_oci_create() {
+    require_root();
+    let oci = bin_path("berth-oci");
+    let runs = count_from_env("BERTH_CRASH_RUNS", CI_RUNS);
+    let mut rng = SeededRng::from_env("crash berth-oci create");
+    let dir = tempfile::Builder::new()
+        .prefix("berth-crash-oci-")
+        .tempdir()
+        .unwrap();
+    let bundle =
+        integration_tests::busybox_bundle(&dir.path().join("bundle"), &["sleep", "60"]).unwrap();
+    let state = dir.path().join("state");
+    let prefix = integration_tests::unique_id("crashoci");
+    let leaks = LeakCheck::new(&[dir.path().display().to_string(), prefix.clone()]);
+    let oci_cmd = |args: &[&str]| {
+        let mut c = Command::new(&oci);
+        c.arg("--root").arg(&state).args(args);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let create = |id: &str| {
+        let mut c = oci_cmd(&["create", "--bundle"]);
+        c.arg(&bundle).arg(id);
+        c
+    };
+    let delete = |id: &str| {
+        let st = oci_cmd(&["delete", "--force", id]).status().unwrap();
+        assert!(st.success(), "delete --force {id}: {st}");
+    };
+    let mut span = Duration::ZERO;
+    for i in 0..2 {
+        let id = format!("{prefix}-warm{i}");
+        let t = Instant::now();
+        assert!(create(&id).status().unwrap().success());
+        span = t.elapsed().mul_f64(1.2);
+        delete(&id);
+    }
+    let mut killed_mid = 0;
+    for i in 0..runs {
+        let id = format!("{prefix}-{i}");
+        let delay = Duration::from_micros(rng.below(span.as_micros() as u64 + 1));
+        let mut child = create(&id).spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        delete(&id);
+        // the same id can be created again at once (its error to a file: the waiting
+        // init keeps the create's stderr open)
+        let err_path = dir.path().join("create.err");
+        let st = create(&id)
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "create {id} after the kill at {delay:?} failed: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        delete(&id);
+    }
+    let left: Vec<String> = std::fs::read_dir(&state)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "state left: {left:?}");
+    leaks.assert_clean();
+    figure("crash.oci_create.kills", runs as f64, "runs");
+    figure(
+        "crash.oci_create.killed_mid_operation",
+        killed_mid as f64,
+        "runs",
+    );
+}

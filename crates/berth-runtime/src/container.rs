@@ -474,6 +474,9 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         seccomp: linux.seccomp().clone(),
         cgroup: cg_state,
     };
+    // on disk as "creating" from here: a create killed before it ends (kill -9, where
+    // no cleanup runs) leaves an init and a cgroup that `delete --force` must find
+    state.save(&o.root)?;
     for (host, dev) in linux.net_devices().iter().flatten() {
         let target = match join.iter().find(|(_, f, _)| *f == libc::CLONE_NEWNET) {
             Some((fd, _, _)) => crate::netdev::Target::Fd(fd.as_raw_fd()),
@@ -1290,7 +1293,17 @@ fn destroy(root: &Path, st: &State, kill: bool) -> Result<()> {
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let st = match State::load(root, id) {
         Ok(s) => s,
-        Err(Error::NotFound(_)) if force => return Ok(()),
+        Err(Error::NotFound(_)) if force => {
+            // a create killed before it wrote any state leaves its directory (the
+            // start socket); its init died with it (parent-death signal)
+            let dir = State::dir(root, id);
+            return match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io(format!("remove {}", dir.display()))(e))
+                }
+                _ => Ok(()),
+            };
+        }
         Err(e) => return Err(e),
     };
     match st.status {

@@ -79,6 +79,9 @@ fn ensure_sandbox(engine: &Engine, spec: &SandboxSpec) -> Result<(), String> {
     if sandbox::get(engine, &spec.name).is_ok() {
         return Ok(());
     }
+    // a serve killed while making it left a row without its network (get fails on
+    // it, create says it exists): start over
+    let _ = sandbox::remove(engine, &spec.name, true);
     let sb = sandbox::create(engine, spec).map_err(|e| format!("create pod sandbox: {e}"))?;
     hairpin(engine, &sb.id);
     Ok(())

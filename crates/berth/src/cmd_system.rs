@@ -138,6 +138,11 @@ pub fn check(g: &crate::Global, store: &berth_image::Store, repair: bool) -> any
         fixed(r.repaired)
     );
     let mut remaining = r.problems.len().saturating_sub(r.repaired);
+    // a root without containers has no database: do not make one (the disk may be full)
+    if !g.root.join(berth_engine::store::DB_FILE).exists() {
+        println!("checked 0 containers, 0 endpoints: 0 problem(s), 0 interrupted operation(s)");
+        return Ok(if remaining > 0 { 1 } else { 0 });
+    }
     let eng = berth_engine::Engine::open(&g.root, &g.state)?;
     let e = berth_engine::check::check(&eng, repair)?;
     for f in &e.findings {

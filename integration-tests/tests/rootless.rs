@@ -672,10 +672,11 @@ fn podman_rootless_run_exec_logs_on_berth_oci() {
 /// `berth` run by the test user: its root defaults to $XDG_DATA_HOME/berth and its
 /// state to $XDG_RUNTIME_DIR/berth (both in a temp dir here), it enters a user and
 /// mount namespace of its own held by a pause process, loads busybox into its own
-/// root and runs a container with overlayfs inside that namespace; networking other
-/// than `--network none` is refused with an error naming what is missing.
+/// root and runs containers with overlayfs inside that namespace: `--network none`,
+/// and the default network through slirp4netns with a published port; modes that
+/// need host root are refused with an error saying so.
 #[test]
-fn berth_run_rootless_network_none() {
+fn berth_run_rootless() {
     rootless_user();
     let dir = tempfile::Builder::new()
         .prefix("berth-rl-run-")
@@ -717,6 +718,21 @@ fn berth_run_rootless_network_none() {
         }
     }
     let _pause = Pause(d.join("run/berth/userns/pause.pid"));
+    // A failed assertion must not leave containers running (dropped before the
+    // pause process, whose namespaces `rm -f` needs).
+    struct RmAll(PathBuf, Vec<String>);
+    impl Drop for RmAll {
+        fn drop(&mut self) {
+            let _ = as_user(&bin_path("berth"))
+                .env("XDG_DATA_HOME", self.0.join("data"))
+                .env("XDG_RUNTIME_DIR", self.0.join("run"))
+                .args(["rm", "-f"])
+                .args(&self.1)
+                .output();
+        }
+    }
+    let names = [unique_id("rl-berth"), unique_id("rl-web")];
+    let _rm = RmAll(d.to_path_buf(), names.to_vec());
     let o = berth(&["load", "-i", d.join("busybox.tar").to_str().unwrap()]);
     assert!(o.status.success(), "load: {}{}", err(&o), text(&o));
     assert!(
@@ -751,7 +767,7 @@ fn berth_run_rootless_network_none() {
     );
 
     // Detached, exec into it, logs, rm -f.
-    let name = unique_id("rl-berth");
+    let name = names[0].clone();
     leak.add_marker(name.clone());
     let o = berth(&[
         "run",
@@ -774,16 +790,62 @@ fn berth_run_rootless_network_none() {
     let o = berth(&["rm", "-f", &name]);
     assert!(o.status.success(), "rm -f: {}{}", err(&o), text(&o));
 
-    let o = berth(&["run", "--rm", IMAGE, "true"]);
-    assert!(!o.status.success());
+    // The default network is slirp4netns: a published port answers on the host.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let web = names[1].clone();
+    leak.add_marker(web.clone());
+    let o = berth(&[
+        "run",
+        "-d",
+        "--name",
+        &web,
+        "-p",
+        &format!("{port}:80"),
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /www; echo rootless-page > /www/index.html; exec httpd -f -p 80 -h /www",
+    ]);
+    assert!(o.status.success(), "run -d -p: {}{}", err(&o), text(&o));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        let got = (|| -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut s = String::new();
+            c.read_to_string(&mut s)?;
+            Ok(s)
+        })();
+        match got {
+            Ok(s) if s.contains("rootless-page") => break s,
+            _ if Instant::now() > deadline => panic!("published port {port}: {got:?}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    let o = berth(&["exec", &web, "sh", "-c", "ip -4 addr show tap0"]);
     assert!(
-        err(&o).contains("slirp4netns") && err(&o).contains("not implemented"),
-        "{}",
+        text(&o).contains("inet 10.0.2.100/24"),
+        "{}{}",
+        text(&o),
         err(&o)
     );
+    let o = berth(&["rm", "-f", &web]);
+    assert!(o.status.success(), "rm -f: {}", err(&o));
+
+    let o = berth(&["run", "--rm", "--network", "host", IMAGE, "true"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("needs host root"), "{}", err(&o));
     let o = berth(&["ps", "-a", "-q"]);
     assert!(o.status.success(), "ps: {}", err(&o));
     assert_eq!(text(&o).trim(), "");
+    drop(_rm);
     drop(_pause);
     leak.add_marker("berth-pause");
     leak.assert_clean();

@@ -21,6 +21,7 @@ pub mod names;
 pub mod network;
 pub mod runtime;
 pub mod sandbox;
+pub mod slirp;
 pub mod spec;
 pub mod store;
 pub mod timefmt;

@@ -1379,6 +1379,17 @@ pub fn setup(
                 dns: None,
             })
         })(),
+        // Rootless (inside the user's own user namespace): no bridge, veth or nft
+        // without host root; the default network is slirp4netns.
+        NetworkMode::Bridge(name)
+            if is_default(&name) && berth_runtime::rootless::in_user_namespace() =>
+        {
+            let mut own = vec![(Ipv4Addr::LOCALHOST, names_of(req, container_id))];
+            own.extend(extra.iter().map(|(n, ip)| (*ip, vec![n.clone()])));
+            wanted_ports(req).and_then(|specs| {
+                crate::slirp::setup(&dir, &specs, &berth_net::hosts::render(&own))
+            })
+        }
         _ => setup_bridge(conn, root, state, container_id, req),
     };
     if res.is_err() {
@@ -1555,6 +1566,15 @@ pub fn teardown(
     state: &Path,
     container_id: &str,
 ) -> Result<(), Error> {
+    if crate::slirp::teardown(&net_dir(state, container_id)) {
+        let dir = net_dir(state, container_id);
+        return match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(format!("remove {}", dir.display()))(e))
+            }
+            _ => Ok(()),
+        };
+    }
     let tx = Tx::begin(conn)?;
     let row = conn
         .query_row(

@@ -664,13 +664,14 @@ fn to_config(a: &CreateArgs) -> anyhow::Result<CreateConfig> {
     if !["missing", "always", "never"].contains(&a.pull.as_str()) {
         bail!("invalid pull policy {:?} (missing, always, never)", a.pull);
     }
-    // Rootless (inside the user's namespace): bridges, veths and nft rules need host
-    // root, and the slirp4netns path is not written yet.
+    // Rootless (inside the user's own user namespace): bridges, veths and nft rules
+    // need host root; the default network is slirp4netns, other modes are refused.
     if berth_runtime::rootless::in_user_namespace()
-        && (a.network != "none" || !a.publish.is_empty() || a.publish_all)
+        && !["", "bridge", "none"].contains(&a.network.as_str())
     {
         bail!(
-            "rootless berth run supports only --network none without -p/-P: networking through slirp4netns (the default bridge, user networks, published ports) is not implemented for rootless containers yet"
+            "rootless berth run supports the default network (slirp4netns) and --network none; {:?} needs host root (bridges, user networks, host and shared namespaces are not implemented for rootless containers)",
+            a.network
         );
     }
     Ok(CreateConfig {

@@ -508,6 +508,17 @@ spec:
       restartPolicy: Never
       containers:
         - {name: bad, image: busybox:latest, imagePullPolicy: Never, command: [sh, -c, 'exit 3']}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: retries}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: OnFailure
+      containers:
+        - {name: bad, image: busybox:latest, imagePullPolicy: Never, command: [sh, -c, 'exit 4']}
 "#;
 
 fn json_of(c: &Cluster, args: &[&str]) -> Value {
@@ -597,11 +608,21 @@ fn jobs_complete_or_fail_and_claims_keep_data_until_deleted() {
     );
     let pods = c.ok(&["get", "pods", "-l", "job-name=fails"]);
     assert_eq!(pods.matches(" Error ").count(), 2, "{pods}");
+    // OnFailure restarts the container in place; each restart counts against the limit
+    wait_until("the retrying job to fail", 60, || {
+        json_of(&c, &["get", "job", "retries", "-o", "json"])["status"]["conditions"][0]["type"]
+            == "Failed"
+    });
+    let (_, pods, err) = c.berth(&["get", "pods", "-l", "job-name=retries"]);
+    assert!(
+        pods.is_empty() && err.contains("No resources found"),
+        "the failed job's running pod is deleted: {pods}{err}"
+    );
     let described = c.ok(&["describe", "job", "fails"]);
     assert!(described.contains("BackoffLimitExceeded"), "{described}");
 
     // a new pod sees the claim's data (it outlives pods); deleting the claim removes it
-    c.ok(&["delete", "job", "count", "fails"]);
+    c.ok(&["delete", "job", "count", "fails", "retries"]);
     wait_until("job pods to go", 30, || c.pods().is_empty());
     c.apply(
         &JOB.split("---")
@@ -775,6 +796,10 @@ fn rollout_history_undo_describe_logs_exec_and_top_work_like_kubectl() {
     // undo: back to the first template, which becomes revision 3
     let out = c.ok(&["rollout", "undo", "deployment/duo"]);
     assert!(out.contains("deployment.apps/duo rolled back"), "{out}");
+    // kill -9 the controller in the middle of that rollout: it converges after a restart
+    std::thread::sleep(Duration::from_millis(400));
+    c.kill_serve("-KILL");
+    c.start_serve();
     c.ok(&["rollout", "status", "deployment/duo", "--timeout", "60"]);
     let history = c.ok(&["rollout", "history", "deployment/duo"]);
     let revs: Vec<&str> = history
@@ -788,6 +813,9 @@ fn rollout_history_undo_describe_logs_exec_and_top_work_like_kubectl() {
     });
     let pod = c.pods()[0].0.clone();
     wait_logs(&c, &pod, "main", "main v1");
+    wait_until("2 pods of 2 containers, nothing duplicated", 30, || {
+        c.containers().len() == 4
+    });
     let (code, _, err) = c.berth(&["rollout", "undo", "deployment/duo", "--to-revision", "9"]);
     assert_ne!(code, 0);
     assert!(err.contains("unable to find specified revision 9"), "{err}");

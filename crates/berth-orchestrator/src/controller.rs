@@ -695,10 +695,19 @@ impl<'a> Controller<'a> {
         {
             return Ok(());
         }
-        let mine: Vec<&Container> = containers
+        let mut mine: Vec<&Container> = containers
             .iter()
             .filter(|c| c.labels().get(POD_UID_LABEL) == Some(&p.uid))
             .collect();
+        // created but never started: a serve killed between the two (this pass's own
+        // starts are not in `containers` yet); made again from scratch below
+        mine.retain(|c| {
+            let leftover = c.state == berth_engine::container::state::CREATED;
+            if leftover {
+                let _ = self.engine.remove(&c.id, true, true);
+            }
+            !leftover
+        });
         let find = |n: &str| {
             mine.iter()
                 .find(|c| c.labels().get(CONTAINER_LABEL).map(String::as_str) == Some(n))

@@ -457,7 +457,14 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // serve removes the rules on its next pass: wait for it (bounded), then stop it
+    wait_until("the Service's rules to go", 30, || {
+        let nft = Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&nft.stdout).contains(&ip)
+    });
     c.kill_serve("-TERM");
     // the Service's rules (their table carries the root's path) are gone
     let ruleset = std::process::Command::new("nft")
@@ -991,12 +998,11 @@ fn crash_loops_back_off_and_startup_probes_gate_and_restart() {
         let r = row(&c, "crashy");
         r.len() >= 4 && r[2] == "CrashLoopBackOff" && r[3].parse::<i64>().unwrap_or(0) >= 2
     });
-    let d = norm(&c.ok(&["describe", "pod", "crashy"]));
-    assert!(d.contains("Warning BackOff"), "{d}");
-    assert!(
-        d.contains("Back-off restarting failed container boom in pod crashy"),
-        "{d}"
-    );
+    wait_until("a BackOff event", 30, || {
+        let d = norm(&c.ok(&["describe", "pod", "crashy"]));
+        d.contains("Warning BackOff")
+            && d.contains("Back-off restarting failed container boom in pod crashy")
+    });
     // the startup probe fails twice: the container is killed and restarted, and the
     // readiness probe (which would pass) never made it ready
     wait_until("slowstart restarted by its startup probe", 30, || {
@@ -1124,8 +1130,16 @@ fn pod_containers_share_localhost_and_find_services_by_name() {
         "-f",
         c.roots.path().join("m.yaml").to_str().unwrap(),
     ]);
+    // the Service's rules go with it (their table's comment names the root)
+    let root = c.roots.root().display().to_string();
     wait_until("everything to go", 30, || {
-        c.pods().is_empty() && c.containers().is_empty()
+        let nft = Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        c.pods().is_empty()
+            && c.containers().is_empty()
+            && !String::from_utf8_lossy(&nft.stdout).contains(&root)
     });
     c.kill_serve("-TERM");
     leaks.assert_clean();

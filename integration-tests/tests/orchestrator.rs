@@ -979,6 +979,18 @@ spec:
       # never starts: killed after 2 failures, and never ready meanwhile
       startupProbe: {exec: {command: [test, -f, /never]}, periodSeconds: 1, failureThreshold: 2}
       readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unclaimed}
+spec:
+  containers:
+    - name: app
+      image: busybox:latest
+      imagePullPolicy: Never
+      command: [sleep, '1000']
+      volumeMounts: [{name: d, mountPath: /d}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: missing}}]
 "#;
 
 #[test]
@@ -1003,6 +1015,12 @@ fn crash_loops_back_off_and_startup_probes_gate_and_restart() {
         d.contains("Warning BackOff")
             && d.contains("Back-off restarting failed container boom in pod crashy")
     });
+    // a pod whose claim does not exist waits, saying why
+    wait_until("unclaimed to say why it waits", 30, || {
+        row(&c, "unclaimed").get(2).map(String::as_str) == Some("Pending")
+            && c.ok(&["describe", "pod", "unclaimed"])
+                .contains("persistentvolumeclaim \"missing\" not found")
+    });
     // the startup probe fails twice: the container is killed and restarted, and the
     // readiness probe (which would pass) never made it ready
     wait_until("slowstart restarted by its startup probe", 30, || {
@@ -1024,7 +1042,7 @@ fn crash_loops_back_off_and_startup_probes_gate_and_restart() {
         "{d}"
     );
     assert!(!d.contains("Readiness probe failed"), "{d}");
-    c.ok(&["delete", "pod", "crashy", "slowstart"]);
+    c.ok(&["delete", "pod", "crashy", "slowstart", "unclaimed"]);
     wait_until("everything to go", 30, || {
         c.pods().is_empty() && c.containers().is_empty()
     });

@@ -514,7 +514,15 @@ pub(crate) fn pod_views(g: &Global) -> anyhow::Result<Vec<PodView>> {
             .map_or(0, Vec::len);
         let running = mine.iter().filter(|c| c.state == "running").count();
         let status = if !p.message.is_empty() && running == 0 {
-            p.message.split(':').next().unwrap_or("Pending").to_string()
+            // a reason word (ErrImagePull: ...) when the message starts with one
+            let head = p.message.split(':').next().unwrap_or("");
+            if head.starts_with(|c: char| c.is_ascii_uppercase())
+                && head.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                head.to_string()
+            } else {
+                "Pending".to_string()
+            }
         } else if mine.iter().any(|c| c.state == "restarting") {
             "CrashLoopBackOff".into()
         } else if p.phase == "Succeeded" {

@@ -94,6 +94,18 @@ impl Store {
         let diff_ids = image.diff_ids()?;
         let chain = crate::manifest::chain_ids(&diff_ids);
         let layers = image.manifest.layers();
+        let missing = chain
+            .iter()
+            .filter(|c| !self.snapshot_path(c).is_dir())
+            .count();
+        if missing <= 1 {
+            // nothing (or one layer) to unpack: no thread (a spawn costs tens of ms on
+            // a loaded machine, on every container create)
+            for ((layer, diff_id), chain_id) in layers.iter().zip(&diff_ids).zip(&chain) {
+                self.unpack_snapshot(layer, diff_id, chain_id)?;
+            }
+            return Ok(chain.iter().map(|c| self.snapshot_path(c)).collect());
+        }
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)

@@ -58,9 +58,6 @@ impl ImageRef {
             }
             None => (rest, None),
         };
-        if name.len() > 255 {
-            return Err(invalid("name longer than 255 characters".into()));
-        }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path))
                 if first.contains(['.', ':'])
@@ -88,6 +85,11 @@ impl ImageRef {
         } else {
             repository
         };
+        // the limit holds for the normalised name (docker checks `docker.io/library/x`),
+        // else a short name near it would print as a reference that does not parse
+        if registry.len() + 1 + repository.len() > 255 {
+            return Err(invalid("name longer than 255 characters".into()));
+        }
         if tag.is_none() && digest.is_none() {
             tag = Some("latest".into());
         }
@@ -329,6 +331,16 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn name_limit_counts_the_normalised_name() {
+        // 240 characters alone, 258 as docker.io/library/...: docker refuses it too
+        let long = "a".repeat(240);
+        assert!(ImageRef::parse(&long).is_err());
+        let ok = "a".repeat(255 - "docker.io/library/".len());
+        let r = ImageRef::parse(&ok).unwrap();
+        assert_eq!(ImageRef::parse(&r.to_string()).unwrap(), r);
     }
 
     #[test]

@@ -396,8 +396,10 @@ impl Matcher {
                 if pd.contains("**") {
                     return true;
                 }
+                // a component that does not compile alone was cut through an escaped
+                // `/` or a `[/]` class: the whole pattern may still match below here
                 let Ok((_, toks)) = compile(pd) else {
-                    continue 'patterns;
+                    return true;
                 };
                 let chars: Vec<char> = seg.chars().collect();
                 if !tok_match(&toks, &chars, false) {
@@ -525,6 +527,12 @@ mod tests {
         let star = m(&["vendor", "!vendor/*/LICENSE"]);
         assert!(star.may_contain_reincluded("vendor/foo"));
         assert!(!star.may_contain_reincluded("src"));
+        // an escaped `/` or a `[/]` class spans directories (found by fuzzing)
+        for p in ["!a\\/b", "!a[/]b"] {
+            let x = m(&["a", p]);
+            assert!(x.matches("a") && !x.matches("a/b"), "{p}");
+            assert!(x.may_contain_reincluded("a"), "{p}");
+        }
     }
 
     #[test]

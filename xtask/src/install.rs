@@ -50,6 +50,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "newuidmap/newgidmap for rootless containers (rootless tests)",
     ),
     ("slirp4netns", "rootless networking (rootless podman tests)"),
+    ("g++", "libFuzzer's C++ runtime (cargo xtask fuzz)"),
 ];
 
 /// The unprivileged user the rootless tests drop to, with fixed ids and a subordinate

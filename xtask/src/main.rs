@@ -5,11 +5,13 @@
 //! - `bench`: berth against its real peers with hyperfine; writes target/bench/report.md
 //! - `fixtures`: prepares test fixtures (the busybox bundle)
 //! - `lint`: fmt, clippy and cargo-deny
+//! - `fuzz`: the coverage-guided fuzz targets of fuzz/ (cargo-fuzz), each for N seconds
 //!
 //! It is a developer tool, not part of berth.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod install;
 mod util;
 
@@ -17,13 +19,14 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|fixtures|lint|install> [args]
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|fixtures|lint|install|fuzz> [args]
   test [-- TEST-FILTER...]  install prerequisites, fmt check, clippy -D warnings, every test
   demo                      show berth's main job end to end
   bench [CASE...]           benchmarks against real peers -> target/bench/report.md
   fixtures                  make test fixtures under target/fixtures
   lint                      fmt check, clippy, cargo deny check
-  install                   only install the prerequisites";
+  install                   only install the prerequisites
+  fuzz [--seconds N] [TARGET...]  run the fuzz targets N seconds each (crash: fails)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Some("fixtures") => fixtures().map(|_| ()),
         Some("lint") => lint(),
         Some("install") => install::prerequisites(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -59,6 +63,9 @@ const CLIPPY: &[&str] = &[
     "-D",
     "warnings",
 ];
+
+/// Seconds per fuzz target in `test` (the whole step, build included, stays < 5 min).
+const FUZZ_CI_SECONDS: &str = "4";
 
 /// Steps of `test`, each reported in the summary.
 fn test(filters: &[String]) -> Result<()> {
@@ -92,6 +99,10 @@ fn test(filters: &[String]) -> Result<()> {
         step("tests", &mut || run_tests(&filters));
         step("doc tests", &mut || {
             util::cargo(&["test", "--workspace", "--doc", "--locked"])
+        });
+        // a short pass: new crashes on inputs near the seeds, and the targets build
+        step("fuzz (short pass)", &mut || {
+            fuzz::run(&["--seconds".into(), FUZZ_CI_SECONDS.into()])
         });
     }
 

@@ -182,7 +182,13 @@ pub fn dockerignore(data: &[u8]) {
     }));
     for path in asked.iter().take(64) {
         let path = path.trim_matches('/');
-        if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "..") {
+        // only plain relative paths walk up through real parent directories (`.` is
+        // the context root, which the walker never asks about)
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == ".." || c == ".")
+        {
             let _ = m.matches(path);
             continue;
         }

@@ -236,11 +236,9 @@ pub fn image_manifest(data: &[u8]) {
         let _ = select_platform(&index, &arm);
     }
     if let Ok(config) = serde_json::from_slice::<ImageConfiguration>(data) {
-        let _ = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse::<berth_image::Digest>());
+        for d in config.rootfs().diff_ids() {
+            let _ = d.parse::<berth_image::Digest>();
+        }
         if let Ok(rc) = berth_image::runtime_config(&config, empty_rootfs()) {
             assert!(
                 rc.env.iter().any(|e| e.starts_with("PATH=")),

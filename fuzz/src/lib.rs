@@ -17,8 +17,11 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 
+/// A target body: one fuzz input in, a panic when a property breaks.
+pub type Body = fn(&[u8]);
+
 /// Every target by name, in the order `cargo xtask fuzz` runs them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("dockerfile", dockerfile),
     ("shell_word", shell_word),
     ("dockerignore", dockerignore),

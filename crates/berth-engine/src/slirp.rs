@@ -24,10 +24,10 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
 /// `specs`. `hosts` is the hosts file content.
 pub fn setup(dir: &Path, specs: &[PortSpec], hosts: &str) -> Result<Attachment, Error> {
     let pin = dir.join("netns");
-    berth_net::netns::create(&pin).map_err(|e| Error::Io {
-        what: format!("create network namespace {}", pin.display()),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    pin_netns(&pin).map_err(io_err(format!(
+        "create network namespace {}",
+        pin.display()
+    )))?;
     // Socket paths are limited to 107 bytes: slirp4netns binds it relative to its
     // working directory (`dir`), we reach it through our fd of `dir`.
     let dir_fd = std::fs::File::open(dir).map_err(io_err(format!("open {}", dir.display())))?;
@@ -127,6 +127,32 @@ pub fn setup(dir: &Path, specs: &[PortSpec], hosts: &str) -> Result<Attachment, 
         resolv_conf: Some(resolv),
         dns: None,
     })
+}
+
+/// A new network namespace with lo up, pinned at `pin`. Made on a thread that ends
+/// in it: inside the user's namespace a thread cannot go back to the host's network
+/// namespace (owned by the host's user namespace), which
+/// `berth_net::netns::create` does.
+fn pin_netns(pin: &Path) -> std::io::Result<()> {
+    std::fs::File::create(pin)?;
+    let target = pin.to_path_buf();
+    let made = std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        berth_net::Netlink::open()?.set_up(1) // lo is index 1 in a fresh namespace
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")));
+    if made.is_err() {
+        let _ = berth_net::netns::remove(pin);
+    }
+    made
 }
 
 fn free_port() -> Result<u16, Error> {

@@ -206,6 +206,43 @@ impl TestRoots {
             .env("BERTH_STATE", self.state());
         cmd
     }
+
+    /// Runs `berth ARGS` on these roots with stdin closed and returns what it did.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        self.berth()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running berth")
+    }
+
+    /// Runs `berth ARGS`, fails the test (with both streams) unless it succeeded, and
+    /// returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.output(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Private roots holding the busybox fixture image as `busybox:latest`, and a leak
+    /// check scoped to them: the start of most engine tests.
+    pub fn with_busybox() -> (TestRoots, LeakCheck) {
+        require_root();
+        require_cmd("busybox");
+        let roots = TestRoots::new().expect("making test roots");
+        let store = berth_image::Store::open(&roots.root().join("images"))
+            .expect("opening the test image store");
+        berth_image::fixtures::busybox_image(&store, "busybox:latest")
+            .expect("making the busybox image");
+        let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
+        (roots, leaks)
+    }
 }
 
 impl Drop for TestRoots {

@@ -10,26 +10,15 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::{LeakCheck, TestRoots, require_root};
+use integration_tests::{LeakCheck, TestRoots};
 
 /// Private roots with the busybox image tagged `busybox:latest`.
 fn setup() -> (TestRoots, LeakCheck) {
-    require_root();
-    integration_tests::require_cmd("busybox");
-    let roots = TestRoots::new().unwrap();
-    let store = berth_image::Store::open(&roots.root().join("images")).unwrap();
-    berth_image::fixtures::busybox_image(&store, "busybox:latest").unwrap();
-    let leak = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
-    (roots, leak)
+    TestRoots::with_busybox()
 }
 
 fn berth(roots: &TestRoots, args: &[&str]) -> Output {
-    roots
-        .berth()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth")
+    roots.output(args)
 }
 
 fn text(b: &[u8]) -> String {

@@ -10,37 +10,18 @@ use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration_tests::{LeakCheck, TestRoots, require_cmd, require_root};
+use integration_tests::{LeakCheck, TestRoots};
 
 fn setup() -> (TestRoots, LeakCheck) {
-    require_root();
-    require_cmd("busybox");
-    let roots = TestRoots::new().unwrap();
-    let store = berth_image::Store::open(&roots.root().join("images")).unwrap();
-    berth_image::fixtures::busybox_image(&store, "busybox:latest").unwrap();
-    let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
-    (roots, leaks)
+    TestRoots::with_busybox()
 }
 
 fn berth(roots: &TestRoots, args: &[&str]) -> Output {
-    roots
-        .berth()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth")
+    roots.output(args)
 }
 
 fn ok(roots: &TestRoots, args: &[&str]) -> String {
-    let o = berth(roots, args);
-    assert!(
-        o.status.success(),
-        "berth {args:?}: {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    roots.ok(args)
 }
 
 /// Collects what `r` yields on a thread.

@@ -75,24 +75,12 @@ fn errno_of(map: &BTreeMap<String, i32>, what: &str, out: &str) -> i32 {
         .unwrap_or_else(|| panic!("probe printed no {what}=: {out}"))
 }
 
-/// Private roots with the busybox image, and a leak check on them.
 fn setup() -> (TestRoots, LeakCheck) {
-    require_root();
-    require_cmd("busybox");
-    let roots = TestRoots::new().unwrap();
-    let store = berth_image::Store::open(&roots.root().join("images")).unwrap();
-    berth_image::fixtures::busybox_image(&store, "busybox:latest").unwrap();
-    let leak = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
-    (roots, leak)
+    TestRoots::with_busybox()
 }
 
 fn berth(roots: &TestRoots, args: &[&str]) -> Output {
-    roots
-        .berth()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth")
+    roots.output(args)
 }
 
 fn ok(roots: &TestRoots, args: &[&str]) -> String {

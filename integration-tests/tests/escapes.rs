@@ -1523,6 +1523,8 @@ fn apply_pods_get_the_secure_defaults() {
     for id in ok(&roots, &["ps", "-aq"]).split_whitespace() {
         let _ = berth(&roots, &["rm", "-f", id]);
     }
+    // serve was stopped right after the delete: the pod's network sandbox may remain
+    ok(&roots, &["network", "prune", "-f"]);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     assert!(logs.contains("END"), "the pod never ran: {logs}");
     let want = format!("{:016x}", docker_default_caps());

@@ -177,6 +177,7 @@ impl<'a> Controller<'a> {
             .execute_batch(store::SCHEMA)
             .and_then(|()| engine.conn.execute_batch(crate::services::SCHEMA))
             .map_err(store::Error::from)?;
+        crate::services::collect_orphans();
         Ok(Controller {
             engine,
             launcher,

@@ -234,6 +234,38 @@ pub fn apply(script: &str) -> Result<(), berth_net::Error> {
     berth_net::nft::apply(script)
 }
 
+/// Removes the Service tables of roots whose directory is gone (a temporary root
+/// deleted after its serve was killed): nothing else would ever remove them. Best
+/// effort, at serve start.
+pub fn collect_orphans() {
+    let nft = |args: &[&str]| {
+        std::process::Command::new("nft")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for line in nft(&["list", "tables"]).lines() {
+        let Some(table) = line
+            .strip_prefix("table ip ")
+            .filter(|t| t.starts_with("berth_svc_"))
+        else {
+            continue;
+        };
+        let listing = nft(&["list", "table", "ip", table]);
+        let root = listing.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("comment \"berth services of ")?
+                .strip_suffix('"')
+        });
+        if let Some(root) = root
+            && !Path::new(root).exists()
+        {
+            let _ = apply(&format!("delete table ip {table}\n"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,7 @@ pub fn run(r: &mut Report) -> Result<()> {
         ),
         Err(e) => r.note(format!("engine: httpd case failed: {e:#}")),
     }
+    pair.remove_bridge();
     Ok(())
 }
 

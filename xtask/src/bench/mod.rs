@@ -231,6 +231,17 @@ impl Report {
     }
 }
 
+/// `berth network rm bridge` on a bench root (see [`PodmanPair::remove_bridge`]).
+pub fn remove_bridge(berth: &std::path::Path, root: &std::path::Path, state: &std::path::Path) {
+    let _ = Command::new(berth)
+        .arg("--root")
+        .arg(root)
+        .arg("--state")
+        .arg(state)
+        .args(["network", "rm", "bridge"])
+        .output();
+}
+
 /// hyperfine options for one round of [`Report::hyperfine_via`]: per-command
 /// `--prepare`/`--cleanup` lists follow the round's command `order`, and `--runs N` is
 /// split between the `rounds`.
@@ -430,6 +441,12 @@ impl PodmanPair {
             self.root.display(),
             self.state.display()
         )
+    }
+
+    /// `berth network rm bridge` on this root: its default bridge outlives the suite's
+    /// containers (as docker0 does) and would stay on the host after the bench.
+    pub fn remove_bridge(&self) {
+        remove_bridge(&self.berth, &self.root, &self.state);
     }
 
     /// `podman` with this storage and config, as a shell command prefix.

@@ -221,5 +221,6 @@ fn run_to_answer(r: &mut Report) -> Result<()> {
         ours,
         &[("podman+runc", theirs)],
     );
+    super::remove_bridge(&berth, &root, &state);
     Ok(())
 }

@@ -113,6 +113,9 @@ pub fn run(r: &mut Report) -> Result<()> {
     }
     drop(serve);
     let _ = sh(&format!("{b} ps -aq | xargs -r {b} rm -f >/dev/null"));
+    let _ = sh(&format!(
+        "{b} network prune -f >/dev/null; {b} network rm bridge >/dev/null"
+    ));
     Ok(())
 }
 

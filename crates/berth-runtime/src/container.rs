@@ -354,6 +354,7 @@ fn create_inner(o: &CreateOpts, listen: bool, foreground: bool) -> Result<Create
         rootfs: &rootfs,
         bundle: &bundle,
         sync: csock.as_raw_fd(),
+        runtime_sync: psock.as_raw_fd(),
         listener: listener.as_ref().map(|l| l.as_raw_fd()),
         console: console.as_ref().map(|c| c.as_raw_fd()),
         join: &join,
@@ -669,6 +670,9 @@ struct InitCtx<'a> {
     rootfs: &'a Path,
     bundle: &'a Path,
     sync: RawFd,
+    /// The runtime's end of the sync socket, which the clone inherits: closed first, so
+    /// a runtime killed before its go ends our wait with EOF instead of never.
+    runtime_sync: RawFd,
     listener: Option<RawFd>,
     console: Option<RawFd>,
     join: &'a [(OwnedFd, i32, String)],
@@ -720,6 +724,7 @@ fn init_inner(ctx: &InitCtx, err_fd: &mut RawFd) -> Result<Error> {
         if pp != 0 && pp != ctx.parent {
             libc::_exit(1);
         }
+        libc::close(ctx.runtime_sync);
     }
     let go = recv(ctx.sync)?;
     if go.first() != Some(&b'G') {
@@ -1455,8 +1460,12 @@ pub fn exec(root: &Path, id: &str, o: &ExecOpts) -> Result<i32> {
     };
     if pid == 0 {
         let r: Result<Error> = (|| {
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+            // SAFETY: prctl with integer arguments; closing our inherited copy of the
+            // runtime's end, so a runtime that dies before its go ends the wait (EOF).
+            unsafe {
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+                libc::close(psock.as_raw_fd());
+            }
             // Wait until the runtime has put us in the container's cgroup.
             if recv(csock.as_raw_fd())?.first() != Some(&b'G') {
                 // SAFETY: the runtime went away.

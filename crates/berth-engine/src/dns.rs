@@ -91,32 +91,20 @@ pub fn set_records(conn: &rusqlite::Connection, owner: &str, records: &[Record])
         .iter()
         .map(|r| check_name(&r.name))
         .collect::<Result<Vec<_>>>()?;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let res = (|| -> Result<()> {
-        conn.execute("DELETE FROM dns_records WHERE owner = ?1", [owner])?;
-        for (r, name) in records.iter().zip(&names) {
-            conn.execute(
-                "INSERT OR IGNORE INTO dns_records (owner, name, ip, network) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![
-                    owner,
-                    name,
-                    r.ip.to_string(),
-                    r.network.as_deref().unwrap_or("")
-                ],
-            )?;
-        }
-        Ok(())
-    })();
-    match res {
-        Ok(()) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+    let tx = crate::store::immediate(conn)?;
+    tx.execute("DELETE FROM dns_records WHERE owner = ?1", [owner])?;
+    for (r, name) in records.iter().zip(&names) {
+        tx.execute(
+            "INSERT OR IGNORE INTO dns_records (owner, name, ip, network) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                owner,
+                name,
+                r.ip.to_string(),
+                r.network.as_deref().unwrap_or("")
+            ],
+        )?;
     }
+    Ok(tx.commit()?)
 }
 
 /// Removes every record of `owner`; returns how many.

@@ -489,34 +489,6 @@ fn now_rfc3339() -> String {
     )
 }
 
-/// A transaction that takes the write lock at once (BEGIN IMMEDIATE) and rolls back
-/// unless committed.
-struct Tx<'c> {
-    conn: &'c rusqlite::Connection,
-    done: bool,
-}
-
-impl<'c> Tx<'c> {
-    fn begin(conn: &'c rusqlite::Connection) -> Result<Self, Error> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Self { conn, done: false })
-    }
-
-    fn commit(mut self) -> Result<(), Error> {
-        self.conn.execute_batch("COMMIT")?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for Tx<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-}
-
 fn is_default(name: &str) -> bool {
     name.is_empty() || name == DEFAULT_NETWORK
 }
@@ -692,7 +664,7 @@ pub fn create_network(
             reason: "use letters, digits, '_', '.' and '-', starting with a letter or digit",
         });
     }
-    let tx = Tx::begin(conn)?;
+    let tx = crate::store::immediate(conn)?;
     if load(conn, name)?.is_some() {
         return Err(Error::NetworkExists { name: name.into() });
     }
@@ -840,7 +812,7 @@ pub fn remove_network(conn: &rusqlite::Connection, name: &str) -> Result<(), Err
             what: "removed",
         });
     }
-    let tx = Tx::begin(conn)?;
+    let tx = crate::store::immediate(conn)?;
     let net = load(conn, name)?.ok_or_else(|| Error::UnknownNetwork { name: name.into() })?;
     let attached: Vec<String> = conn
         .prepare("SELECT container_id FROM endpoints WHERE network = ?1 ORDER BY container_id")?
@@ -854,7 +826,7 @@ pub fn remove_network(conn: &rusqlite::Connection, name: &str) -> Result<(), Err
     }
     down(&net)?;
     conn.execute("DELETE FROM networks WHERE name = ?1", [name])?;
-    tx.commit()
+    Ok(tx.commit()?)
 }
 
 /// Host objects of a network away: rules then bridge. Always attempted, whatever the
@@ -1429,7 +1401,7 @@ fn setup_bridge(
     berth_net::hosts::write_in_place(&resolv, &resolv_text)?;
 
     // allocation, under the database's write lock
-    let tx = Tx::begin(conn)?;
+    let tx = crate::store::immediate(conn)?;
     let net = resolve(conn, root, &req.network)?;
     let used: Vec<Ipv4Addr> = conn
         .prepare("SELECT ip FROM endpoints WHERE network = ?1")?
@@ -1575,7 +1547,7 @@ pub fn teardown(
             _ => Ok(()),
         };
     }
-    let tx = Tx::begin(conn)?;
+    let tx = crate::store::immediate(conn)?;
     let row = conn
         .query_row(
             "SELECT network, ip, host_veth, netns, ports FROM endpoints WHERE container_id = ?1",

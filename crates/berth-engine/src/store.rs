@@ -60,3 +60,47 @@ pub fn open(root: &Path) -> Result<rusqlite::Connection, Error> {
     conn.execute_batch(crate::dns::SCHEMA).map_err(wrap)?;
     Ok(conn)
 }
+
+/// Starts a write transaction that takes the database's write lock at once
+/// (`BEGIN IMMEDIATE`). A deferred transaction that reads and then writes fails at
+/// once with "database is locked" when another process wrote in between; this one
+/// waits its turn (busy timeout), so concurrent CLI processes serialize instead of
+/// racing. It takes a shared connection, derefs to it, and rolls back when dropped
+/// uncommitted; its errors convert into every berth crate's error with `?`.
+pub fn immediate(conn: &rusqlite::Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn immediate_commits_or_rolls_back_and_locks_out_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = rusqlite::Connection::open(&path).unwrap();
+        a.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x)")
+            .unwrap();
+        let b = rusqlite::Connection::open(&path).unwrap();
+        b.busy_timeout(Duration::ZERO).unwrap();
+
+        let tx = immediate(&a).unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        // the write lock is held from BEGIN: another writer cannot even start
+        assert!(immediate(&b).is_err());
+        drop(tx);
+        assert_eq!(count(&a), 0, "dropped uncommitted: rolled back");
+
+        let tx = immediate(&a).unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(count(&b), 1, "committed: visible to another connection");
+        immediate(&b).unwrap().commit().unwrap();
+    }
+}

@@ -133,7 +133,7 @@ pub fn apply(
     let text = manifest.to_string();
     // IMMEDIATE: a deferred transaction that later writes fails at once with "database
     // is locked" when serve wrote in between; this one waits its turn (busy timeout)
-    let tx = Immediate::begin(conn)?;
+    let tx = berth_engine::store::immediate(conn)?;
     let old: Option<(String, i64)> = tx
         .query_row(
             "SELECT manifest, generation FROM k8s_objects WHERE kind=?1 AND namespace=?2 AND name=?3",
@@ -162,40 +162,6 @@ pub fn apply(
     };
     tx.commit()?;
     Ok(outcome)
-}
-
-/// `BEGIN IMMEDIATE` ... `COMMIT`, rolled back when dropped uncommitted.
-struct Immediate<'a> {
-    conn: &'a rusqlite::Connection,
-    done: bool,
-}
-
-impl<'a> Immediate<'a> {
-    fn begin(conn: &'a rusqlite::Connection) -> Result<Self, Error> {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Immediate { conn, done: false })
-    }
-
-    fn commit(mut self) -> Result<(), Error> {
-        self.conn.execute_batch("COMMIT")?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for Immediate<'_> {
-    type Target = rusqlite::Connection;
-    fn deref(&self) -> &rusqlite::Connection {
-        self.conn
-    }
-}
-
-impl Drop for Immediate<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
 }
 
 /// Removes an object; true if it existed.

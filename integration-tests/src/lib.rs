@@ -173,6 +173,7 @@ pub fn write_config(bundle: &Path, config: &serde_json::Value) -> Result<()> {
 #[derive(Debug)]
 pub struct TestRoots {
     dir: tempfile::TempDir,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl TestRoots {
@@ -181,7 +182,27 @@ impl TestRoots {
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
         fs::create_dir_all(dir.path().join("root"))?;
         fs::create_dir_all(dir.path().join("state"))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            env: Vec::new(),
+        })
+    }
+
+    /// These roots, with `key=value` set on every berth command they make
+    /// ([`TestRoots::berth`], [`TestRoots::output`], [`TestRoots::ok`]).
+    pub fn with_env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// These roots, with a docker client config of their own (`DOCKER_CONFIG` in
+    /// [`TestRoots::path`]`/docker`: credentials a test writes stay its own and the
+    /// host's are never read) and this workspace's berth-oci as the runtime
+    /// (`BERTH_RUNTIME`).
+    pub fn with_own_config(self) -> Self {
+        let docker = self.path().join("docker");
+        self.with_env("DOCKER_CONFIG", docker)
+            .with_env("BERTH_RUNTIME", bin_path("berth-oci"))
     }
 
     /// The temporary directory holding both roots (and room for bundles).
@@ -203,7 +224,8 @@ impl TestRoots {
     pub fn berth(&self) -> Command {
         let mut cmd = Command::new(bin_path("berth"));
         cmd.env("BERTH_ROOT", self.root())
-            .env("BERTH_STATE", self.state());
+            .env("BERTH_STATE", self.state())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -481,6 +503,16 @@ fn scoped_processes(markers: &[String]) -> BTreeSet<String> {
         }
     }
     found
+}
+
+/// What a finished command printed, stdout then stderr, as one text (for assertions
+/// on what a user saw, and failure messages).
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Runs a command to completion and returns its stdout, failing with its stderr.

@@ -19,57 +19,44 @@ use anyhow::{Context, Result, bail, ensure};
 use berth_image::{Store, fixtures};
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::{
-    LeakCheck, SeededRng, TestRoots, bin_path, count_from_env, figure, require_root,
+    LeakCheck, SeededRng, TestRoots, bin_path, count_from_env, figure, require_root, text,
 };
 
 /// Rounds per operation in CI (two workers each); `BERTH_CRASH_RUNS` overrides.
 const CI_RUNS: usize = 6;
 const WORKERS: usize = 2;
 
-/// One worker: its own roots, a docker config dir, and its leak check.
+/// One worker: its own roots (with their own docker config dir), and its leak check.
 struct Worker {
     idx: usize,
     roots: TestRoots,
-    docker: PathBuf,
     serve: std::sync::Mutex<Option<Child>>,
 }
 
 impl Worker {
     fn new(idx: usize) -> Result<Worker> {
-        let roots = TestRoots::new()?;
-        let docker = roots.path().join("docker");
+        let roots = TestRoots::new()?.with_own_config();
         Ok(Worker {
             idx,
             roots,
-            docker,
             serve: std::sync::Mutex::new(None),
         })
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.roots.berth();
-        c.env("DOCKER_CONFIG", &self.docker)
-            .env("BERTH_RUNTIME", bin_path("berth-oci"))
-            .args(args);
+        c.args(args);
         c
     }
 
     fn run(&self, args: &[&str]) -> Result<Output> {
-        self.cmd(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running berth {args:?}"))
+        Ok(self.roots.output(args))
     }
 
     fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
         if !out.status.success() {
-            bail!(
-                "berth {args:?} failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("berth {args:?} failed ({}):\n{}", out.status, text(&out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -78,11 +65,7 @@ impl Worker {
     /// operations it listed.
     fn check_clean(&self, when: &str) -> Result<usize> {
         let out = self.run(&["system", "check"])?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = text(&out);
         ensure!(
             out.status.success() && !text.contains("problem:"),
             "system check {when} is not clean ({}):\n{text}",

@@ -6,44 +6,19 @@
 //! store, and the same command succeeds once the fault is gone.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use berth_image::{Store, fixtures};
 use integration_tests::fault_proxy::{Fault, FaultProxy};
 use integration_tests::registry::{Auth, Registry};
-use integration_tests::{LeakCheck, TestRoots, bin_path, figure, require_root};
-
-fn berth(roots: &TestRoots, args: &[&str]) -> Output {
-    roots
-        .berth()
-        .env("DOCKER_CONFIG", roots.path().join("docker"))
-        .env("BERTH_RUNTIME", bin_path("berth-oci"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running berth")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(roots: &TestRoots, args: &[&str]) -> String {
-    let o = berth(roots, args);
-    assert!(o.status.success(), "berth {args:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use integration_tests::{LeakCheck, TestRoots, bin_path, figure, require_root, text};
 
 /// `system check` passes, and every file visible in blobs/ is named like a blob (and
 /// the check verified each one's content against its name).
 fn assert_store_clean(roots: &TestRoots) {
-    let o = berth(roots, &["system", "check"]);
+    let o = roots.output(&["system", "check"]);
     let t = text(&o);
     assert!(
         o.status.success() && !t.contains("problem:"),
@@ -65,14 +40,14 @@ fn assert_store_clean(roots: &TestRoots) {
 /// layer digest).
 fn registry_with_busybox(repo: &str) -> Result<(Registry, String, String, String)> {
     let reg = Registry::start(Auth::None)?;
-    let src = TestRoots::new()?;
+    let src = TestRoots::new()?.with_own_config();
     let store = Store::open(&src.root().join("images"))?;
     let name = format!("{}/{repo}:1", reg.addr());
     let digest = fixtures::busybox_image(&store, &name)?.digest().to_string();
     let layer = store.image(&name, &Default::default())?.manifest.layers()[0]
         .digest()
         .to_string();
-    ok(&src, &["push", &name]);
+    src.ok(&["push", &name]);
     Ok((reg, name, digest, layer))
 }
 
@@ -83,9 +58,9 @@ fn pull_through(fault: Fault, repo: &str) -> Result<(Output, Vec<String>, TestRo
     let (reg, name, digest, layer) = registry_with_busybox(repo)?;
     let proxy = FaultProxy::start(reg.addr(), fault)?;
     let via = name.replace(reg.addr(), &proxy.addr);
-    let roots = TestRoots::new()?;
+    let roots = TestRoots::new()?.with_own_config();
     let t = Instant::now();
-    let out = berth(&roots, &["pull", &via]);
+    let out = roots.output(&["pull", &via]);
     figure(
         &format!("faults.pull.{repo}.seconds"),
         t.elapsed().as_secs_f64(),
@@ -150,7 +125,7 @@ fn endless_server_errors_name_the_blob() -> Result<()> {
     );
     assert_store_clean(&roots);
     // with the fault gone, the same pull succeeds
-    let out = berth(&roots, &["pull", &ctx.name]);
+    let out = roots.output(&["pull", &ctx.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert_store_clean(&roots);
     let _ = &ctx.reg;
@@ -200,7 +175,7 @@ fn wrong_digest_is_refused_and_names_the_blob() -> Result<()> {
         !store.has_blob(&ctx.layer.parse()?),
         "the corrupt layer became visible"
     );
-    let out = berth(&roots, &["pull", &ctx.name]);
+    let out = roots.output(&["pull", &ctx.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert_store_clean(&roots);
     Ok(())
@@ -268,18 +243,18 @@ fn pull_into_a_full_root_fails_clearly_and_succeeds_after_space_is_freed() -> Re
     require_root();
     let _ = bin_path("berth");
     let reg = Registry::start(Auth::None)?;
-    let src = TestRoots::new()?;
+    let src = TestRoots::new()?.with_own_config();
     let store = Store::open(&src.root().join("images"))?;
     let name = format!("{}/full/pull:1", reg.addr());
     // ~12 MiB of mostly random layers into an 8 MiB root
     let digest = fixtures::generated_image(&store, &name, 21, 4, 12 << 20)?
         .digest()
         .to_string();
-    ok(&src, &["push", &name]);
-    let roots = TestRoots::new()?;
+    src.ok(&["push", &name]);
+    let roots = TestRoots::new()?.with_own_config();
     let leaks = LeakCheck::new(&[roots.path().display().to_string()]);
     let fs = SmallFs::mount(&roots.root(), 8)?;
-    let out = berth(&roots, &["pull", &name]);
+    let out = roots.output(&["pull", &name]);
     assert!(
         !out.status.success(),
         "pull into 8 MiB succeeded:\n{}",
@@ -288,10 +263,10 @@ fn pull_into_a_full_root_fails_clearly_and_succeeds_after_space_is_freed() -> Re
     assert_names_enospc(&text(&out), &roots.root());
     assert_store_clean(&roots);
     fs.grow(64)?;
-    let out = ok(&roots, &["pull", &name]);
+    let out = roots.ok(&["pull", &name]);
     assert!(out.contains(&digest), "{out}");
     assert_store_clean(&roots);
-    let o = ok(&roots, &["system", "check", "--repair"]);
+    let o = roots.ok(&["system", "check", "--repair"]);
     assert!(!o.contains("problem:"), "{o}");
     drop(fs);
     leaks.assert_clean();
@@ -302,7 +277,7 @@ fn pull_into_a_full_root_fails_clearly_and_succeeds_after_space_is_freed() -> Re
 fn build_into_a_full_root_fails_clearly_and_succeeds_after_space_is_freed() -> Result<()> {
     require_root();
     let _ = bin_path("berth");
-    let roots = TestRoots::new()?;
+    let roots = TestRoots::new()?.with_own_config();
     let leaks = LeakCheck::new(&[roots.path().display().to_string()]);
     let fs = SmallFs::mount(&roots.root(), 8)?;
     let store = Store::open(&roots.root().join("images"))?;
@@ -320,17 +295,8 @@ fn build_into_a_full_root_fails_clearly_and_succeeds_after_space_is_freed() -> R
         ctx.join("Dockerfile"),
         "FROM busybox:latest\nCOPY big /big\nRUN wc -c /big > /size\n",
     )?;
-    let build = |roots: &TestRoots| -> Output {
-        Command::new(bin_path("berth"))
-            .env("BERTH_ROOT", roots.root())
-            .env("BERTH_STATE", roots.state())
-            .env("BERTH_RUNTIME", bin_path("berth-oci"))
-            .args(["build", "-t", "big:1"])
-            .arg(&ctx)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running berth build")
-    };
+    let ctx = ctx.to_str().expect("utf-8 temp path");
+    let build = |roots: &TestRoots| roots.output(&["build", "-t", "big:1", ctx]);
     let out = build(&roots);
     assert!(
         !out.status.success(),
@@ -342,10 +308,7 @@ fn build_into_a_full_root_fails_clearly_and_succeeds_after_space_is_freed() -> R
     fs.grow(96)?;
     let out = build(&roots);
     assert!(out.status.success(), "{}", text(&out));
-    let size = ok(
-        &roots,
-        &["run", "--rm", "--network", "none", "big:1", "cat", "/size"],
-    );
+    let size = roots.ok(&["run", "--rm", "--network", "none", "big:1", "cat", "/size"]);
     assert!(size.starts_with("12582912 "), "{size}");
     assert_store_clean(&roots);
     drop(fs);

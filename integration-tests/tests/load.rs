@@ -7,42 +7,18 @@
 //! `BERTH_LOAD_OCI_CYCLES`.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_image::{Store, fixtures};
 use integration_tests::registry::{Auth, Registry};
 use integration_tests::{
-    LeakCheck, TestRoots, bin_path, busybox_bundle, count_from_env, figure, require_root, unique_id,
+    LeakCheck, TestRoots, bin_path, busybox_bundle, count_from_env, figure, require_root, text,
+    unique_id,
 };
 
-fn berth(roots: &TestRoots, args: &[&str]) -> Output {
-    roots
-        .berth()
-        .env("DOCKER_CONFIG", roots.path().join("docker"))
-        .env("BERTH_RUNTIME", bin_path("berth-oci"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running berth")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(roots: &TestRoots, args: &[&str]) -> String {
-    let o = berth(roots, args);
-    assert!(o.status.success(), "berth {args:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn assert_check_clean(roots: &TestRoots) {
-    let o = berth(roots, &["system", "check"]);
+    let o = roots.output(&["system", "check"]);
     let t = text(&o);
     assert!(
         o.status.success() && !t.contains("problem:") && !t.contains("interrupted:"),
@@ -94,30 +70,24 @@ fn phase_figures(name: &str, wall: Duration, mut each: Vec<Duration>) {
 fn many_concurrent_runs_then_removes() {
     require_root();
     let n = count_from_env("BERTH_LOAD_CONTAINERS", 50);
-    let roots = TestRoots::new().unwrap();
+    let roots = TestRoots::new().unwrap().with_own_config();
     let leaks = LeakCheck::new(&[roots.path().display().to_string()]);
     let store = Store::open(&roots.root().join("images")).unwrap();
     fixtures::busybox_image(&store, "busybox:latest").unwrap();
     // the default network comes up once, outside the measured phase
-    ok(
-        &roots,
-        &["run", "--rm", "--name", "warm", "busybox", "true"],
-    );
+    roots.ok(&["run", "--rm", "--name", "warm", "busybox", "true"]);
 
     let t = Instant::now();
     let runs = all_at_once(n, |i| {
-        berth(
-            &roots,
-            &[
-                "run",
-                "-d",
-                "--name",
-                &format!("load{i}"),
-                "busybox",
-                "sleep",
-                "600",
-            ],
-        )
+        roots.output(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("load{i}"),
+            "busybox",
+            "sleep",
+            "600",
+        ])
     });
     let wall = t.elapsed();
     for (i, (o, _)) in runs.iter().enumerate() {
@@ -130,20 +100,17 @@ fn many_concurrent_runs_then_removes() {
     );
 
     // every one runs, with its own address
-    let lines = ok(&roots, &["ps", "--format", "{{.Names}}"]);
+    let lines = roots.ok(&["ps", "--format", "{{.Names}}"]);
     let running: BTreeSet<&str> = lines.lines().collect();
     assert_eq!(running.len(), n, "running: {running:?}");
     let mut ips = BTreeSet::new();
     for i in 0..n {
-        let ip = ok(
-            &roots,
-            &[
-                "inspect",
-                "--format",
-                "{{.NetworkSettings.IPAddress}}",
-                &format!("load{i}"),
-            ],
-        );
+        let ip = roots.ok(&[
+            "inspect",
+            "--format",
+            "{{.NetworkSettings.IPAddress}}",
+            &format!("load{i}"),
+        ]);
         let ip = ip.trim().to_owned();
         assert!(!ip.is_empty(), "load{i} has no address");
         assert!(ips.insert(ip.clone()), "address {ip} given twice");
@@ -151,7 +118,7 @@ fn many_concurrent_runs_then_removes() {
     assert_check_clean(&roots);
 
     let t = Instant::now();
-    let rms = all_at_once(n, |i| berth(&roots, &["rm", "-f", &format!("load{i}")]));
+    let rms = all_at_once(n, |i| roots.output(&["rm", "-f", &format!("load{i}")]));
     let wall = t.elapsed();
     for (i, (o, _)) in rms.iter().enumerate() {
         assert!(o.status.success(), "rm -f load{i} failed:\n{}", text(o));
@@ -161,10 +128,10 @@ fn many_concurrent_runs_then_removes() {
         wall,
         rms.iter().map(|r| r.1).collect(),
     );
-    let left = ok(&roots, &["ps", "-aq"]);
+    let left = roots.ok(&["ps", "-aq"]);
     assert!(left.trim().is_empty(), "containers left: {left}");
     assert_check_clean(&roots);
-    ok(&roots, &["network", "rm", "bridge"]);
+    roots.ok(&["network", "rm", "bridge"]);
     leaks.assert_clean();
 }
 
@@ -175,7 +142,7 @@ fn many_concurrent_blob_pulls_into_one_store() {
     let pulls = count_from_env("BERTH_LOAD_PULLS", 10);
     let layers = count_from_env("BERTH_LOAD_LAYERS", 20);
     let reg = Registry::start(Auth::None).unwrap();
-    let src = TestRoots::new().unwrap();
+    let src = TestRoots::new().unwrap().with_own_config();
     let store = Store::open(&src.root().join("images")).unwrap();
     let names: Vec<String> = (0..pulls)
         .map(|i| format!("{}/load/img{i}:1", reg.addr()))
@@ -190,7 +157,7 @@ fn many_concurrent_blob_pulls_into_one_store() {
     }
     // the pushes run at once too
     let t = Instant::now();
-    let pushed = all_at_once(pulls, |i| berth(&src, &["push", &names[i]]));
+    let pushed = all_at_once(pulls, |i| src.output(&["push", &names[i]]));
     for (o, _) in &pushed {
         assert!(o.status.success(), "push: {}", text(o));
     }
@@ -200,10 +167,10 @@ fn many_concurrent_blob_pulls_into_one_store() {
         pushed.iter().map(|r| r.1).collect(),
     );
 
-    let roots = TestRoots::new().unwrap();
+    let roots = TestRoots::new().unwrap().with_own_config();
     let leaks = LeakCheck::new(&[roots.path().display().to_string()]);
     let t = Instant::now();
-    let pulled = all_at_once(pulls, |i| berth(&roots, &["pull", &names[i]]));
+    let pulled = all_at_once(pulls, |i| roots.output(&["pull", &names[i]]));
     let wall = t.elapsed();
     for (i, (o, _)) in pulled.iter().enumerate() {
         assert!(o.status.success(), "pull {} failed:\n{}", names[i], text(o));

@@ -252,6 +252,13 @@ impl TestRoots {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Starts `berth serve --interval INTERVAL` on these roots (see [`Serve::start`]).
+    pub fn serve(&self, interval: &str) -> Result<Serve> {
+        let mut cmd = self.berth();
+        cmd.args(["serve", "--interval", interval]);
+        Serve::start(cmd, &self.state())
+    }
+
     /// Private roots holding the busybox fixture image as `busybox:latest`, and a leak
     /// check scoped to them: the start of most engine tests.
     pub fn with_busybox() -> (TestRoots, LeakCheck) {
@@ -265,6 +272,102 @@ impl TestRoots {
         let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned()]);
         (roots, leaks)
     }
+}
+
+/// A running `berth serve`: started by [`Serve::start`] (or [`TestRoots::serve`]), which
+/// returns once it holds its lock (`apply` refuses until then), and stopped with
+/// SIGTERM and reaped when dropped.
+#[derive(Debug)]
+pub struct Serve {
+    child: Option<std::process::Child>,
+}
+
+impl Serve {
+    /// Spawns `cmd` (a `berth serve` command line; output discarded) and waits, at most
+    /// 10 s, until it holds the serve lock in the `state` directory. Fails if it exits
+    /// or never takes the lock.
+    pub fn start(mut cmd: Command, state: &Path) -> Result<Serve> {
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let mut serve = Serve { child: Some(child) };
+        let lock = state.join("serve.lock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !flock_held(&lock) {
+            if let Some(status) = serve.child_mut().try_wait()? {
+                bail!(
+                    "berth serve exited ({status}) before taking {}",
+                    lock.display()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("berth serve did not take {} within 10 s", lock.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(serve)
+    }
+
+    /// The process id of serve.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Sends `signal` (SIGKILL for a crash, SIGTERM for a clean stop) and reaps it.
+    pub fn stop(mut self, signal: nix::sys::signal::Signal) {
+        self.signal_and_reap(signal);
+    }
+
+    /// The serve process itself, no longer stopped on drop (for a test that kills it
+    /// at a moment of its own choosing).
+    pub fn into_child(mut self) -> std::process::Child {
+        self.child
+            .take()
+            .expect("serve child present until stopped")
+    }
+
+    fn child_mut(&mut self) -> &mut std::process::Child {
+        self.child
+            .as_mut()
+            .expect("serve child present until stopped")
+    }
+
+    fn signal_and_reap(&mut self, signal: nix::sys::signal::Signal) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.signal_and_reap(nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// Whether some process holds a flock on `path`, read from /proc/locks: trying the lock
+/// ourselves could make a serve starting at that moment refuse as a second one.
+fn flock_held(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let id = format!("{major:02x}:{minor:02x}:{ino}");
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": device:inode is field 5
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id.as_str())
+        })
 }
 
 impl Drop for TestRoots {

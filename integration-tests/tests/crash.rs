@@ -30,7 +30,7 @@ const WORKERS: usize = 2;
 struct Worker {
     idx: usize,
     roots: TestRoots,
-    serve: std::sync::Mutex<Option<Child>>,
+    serve: std::sync::Mutex<Option<integration_tests::Serve>>,
 }
 
 impl Worker {
@@ -123,28 +123,13 @@ impl Worker {
     }
 
     fn start_serve(&self) -> Result<()> {
-        let _ = std::fs::remove_file(self.roots.state().join("serve.lock"));
-        let child = self
-            .cmd(&["serve", "--interval", "0.3"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        *self.serve.lock().unwrap() = Some(child);
-        // apply refuses until serve holds its lock
-        let end = Instant::now() + Duration::from_secs(10);
-        while !self.roots.state().join("serve.lock").exists() {
-            ensure!(Instant::now() < end, "berth serve did not take its lock");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        *self.serve.lock().unwrap() = Some(self.roots.serve("0.3")?);
         Ok(())
     }
 
     fn stop_serve(&self, signal: nix::sys::signal::Signal) {
-        if let Some(mut c) = self.serve.lock().unwrap().take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
-            let _ = c.wait();
+        if let Some(serve) = self.serve.lock().unwrap().take() {
+            serve.stop(signal);
         }
     }
 
@@ -803,7 +788,13 @@ impl Scenario for Serve {
     fn start(&self, w: &Worker, i: usize) -> Result<Child> {
         w.start_serve()?;
         w.ok(&["apply", "-f", manifest(w, i)?.to_str().context("path")?])?;
-        w.serve.lock().unwrap().take().context("serve not running")
+        let serve = w
+            .serve
+            .lock()
+            .unwrap()
+            .take()
+            .context("serve not running")?;
+        Ok(serve.into_child())
     }
     fn fixed_span(&self) -> Option<Duration> {
         // the time serve needs to bring up to three pods here, with margin

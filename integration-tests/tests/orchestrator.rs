@@ -2,16 +2,17 @@
 //! node, with the CLI a kubectl user knows. Each test has its own roots holding busybox
 //! from berth_image::fixtures and checks that nothing is left behind.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_image::{Store, fixtures};
-use integration_tests::{LeakCheck, TestRoots, require_root};
+use integration_tests::{LeakCheck, Serve, TestRoots, require_root};
+use nix::sys::signal::Signal::{self, SIGKILL, SIGTERM};
 use serde_json::Value;
 
 struct Cluster {
     roots: TestRoots,
-    serve: Option<Child>,
+    serve: Option<Serve>,
 }
 
 impl Cluster {
@@ -24,30 +25,12 @@ impl Cluster {
     }
 
     fn start_serve(&mut self) {
-        let child = self
-            .roots
-            .berth()
-            .args(["serve", "--interval", "0.3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.serve = Some(child);
-        // apply refuses until serve holds its lock
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.roots.state().join("serve.lock").exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        self.serve = Some(self.roots.serve("0.3").unwrap());
     }
 
-    fn kill_serve(&mut self, signal: &str) {
-        if let Some(mut c) = self.serve.take() {
-            Command::new("kill")
-                .args([signal, &c.id().to_string()])
-                .status()
-                .unwrap();
-            c.wait().unwrap();
+    fn kill_serve(&mut self, signal: Signal) {
+        if let Some(serve) = self.serve.take() {
+            serve.stop(signal);
         }
     }
 
@@ -119,7 +102,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.kill_serve("-TERM");
+        self.kill_serve(SIGTERM);
         // never leave containers behind, even when an assertion failed
         for id in self.containers() {
             let _ = self.berth(&["rm", "-f", &id]);
@@ -250,7 +233,7 @@ fn deployment_scales_heals_rolls_out_survives_serve_kill_and_deletes_cleanly() {
     }
 
     // kill -9 the controller and start it again: it adopts, duplicates nothing
-    c.kill_serve("-KILL");
+    c.kill_serve(SIGKILL);
     c.start_serve();
     std::thread::sleep(Duration::from_secs(2));
     let pods: Vec<String> = c.pods().into_iter().map(|p| p.0).collect();
@@ -278,7 +261,7 @@ fn deployment_scales_heals_rolls_out_survives_serve_kill_and_deletes_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     leaks.assert_clean();
 }
 
@@ -465,7 +448,7 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             .unwrap();
         !String::from_utf8_lossy(&nft.stdout).contains(&ip)
     });
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     // the Service's rules (their table carries the root's path) are gone
     let ruleset = std::process::Command::new("nft")
         .args(["list", "ruleset"])
@@ -657,7 +640,7 @@ fn jobs_complete_or_fail_and_claims_keep_data_until_deleted() {
     wait_until("everything to go", 30, || {
         c.pods().is_empty() && c.containers().is_empty()
     });
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     leaks.assert_clean();
 }
 
@@ -805,7 +788,7 @@ fn rollout_history_undo_describe_logs_exec_and_top_work_like_kubectl() {
     assert!(out.contains("deployment.apps/duo rolled back"), "{out}");
     // kill -9 the controller in the middle of that rollout: it converges after a restart
     std::thread::sleep(Duration::from_millis(400));
-    c.kill_serve("-KILL");
+    c.kill_serve(SIGKILL);
     c.start_serve();
     c.ok(&["rollout", "status", "deployment/duo", "--timeout", "60"]);
     let history = c.ok(&["rollout", "history", "deployment/duo"]);
@@ -831,7 +814,7 @@ fn rollout_history_undo_describe_logs_exec_and_top_work_like_kubectl() {
     wait_until("everything to go", 30, || {
         c.pods().is_empty() && c.containers().is_empty()
     });
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     leaks.assert_clean();
 }
 
@@ -954,7 +937,7 @@ fn hpa_scales_up_under_cpu_load_and_back_down_when_it_stops() {
     wait_until("everything to go", 30, || {
         c.pods().is_empty() && c.containers().is_empty() && !dir.exists()
     });
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     leaks.assert_clean();
 }
 
@@ -1046,7 +1029,7 @@ fn crash_loops_back_off_and_startup_probes_gate_and_restart() {
     wait_until("everything to go", 30, || {
         c.pods().is_empty() && c.containers().is_empty()
     });
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     leaks.assert_clean();
 }
 
@@ -1159,6 +1142,6 @@ fn pod_containers_share_localhost_and_find_services_by_name() {
             && c.containers().is_empty()
             && !String::from_utf8_lossy(&nft.stdout).contains(&root)
     });
-    c.kill_serve("-TERM");
+    c.kill_serve(SIGTERM);
     leaks.assert_clean();
 }

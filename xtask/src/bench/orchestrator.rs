@@ -4,7 +4,7 @@
 //! the time from a container's death to its replacement running.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -41,31 +41,15 @@ spec:
         - {name: s, image: localhost/busybox:latest, imagePullPolicy: Never, command: [sleep, '1000']}
 ";
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 pub fn run(r: &mut Report) -> Result<()> {
     let pair = super::PodmanPair::paths("orchestrator")?.prepare()?;
     let work = &pair.work;
     let manifest = work.join("deploy.yaml");
     std::fs::write(&manifest, MANIFEST)?;
     let b = pair.berth_shell();
-    let serve = Serve(
-        Command::new("sh")
-            .args(["-c", &format!("exec {b} serve --interval 0.05")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start berth serve")?,
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut serve = Command::new("sh");
+    serve.args(["-c", &format!("exec {b} serve --interval 0.05")]);
+    let serve = integration_tests::Serve::start(serve, &pair.state)?;
     // each run starts from nothing: the previous run's Deployment deleted and gone
     let wait_for =
         |n: usize| format!("until [ \"$({b} ps -q | wc -l)\" -eq {n} ]; do sleep 0.005; done");

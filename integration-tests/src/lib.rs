@@ -4,8 +4,8 @@
 //! - [`busybox_bundle`]: an OCI bundle whose rootfs is Debian's static busybox.
 //! - [`bin_path`]: the workspace's own binaries, built by `cargo xtask test`.
 //! - [`TestRoots`]: private berth roots per test, so tests run in parallel.
-//! - [`LeakCheck`]: mounts, cgroups, network namespaces, links, nft rules and processes
-//!   left behind by a test.
+//! - [`LeakCheck`]: mounts, cgroups, network namespaces, links, nft rules, loop devices
+//!   and processes left behind by a test.
 //!
 //! It does not start or fake any berth functionality itself.
 
@@ -168,6 +168,24 @@ pub fn write_config(bundle: &Path, config: &serde_json::Value) -> Result<()> {
         .with_context(|| format!("writing {}/config.json", bundle.display()))
 }
 
+/// The file in a test root naming the test process that owns it (`PID STARTTIME`,
+/// the start time as in `/proc/PID/stat`): `cargo xtask test` sweeps roots of killed
+/// runs only when that process is gone.
+pub const TEST_ROOT_OWNER_FILE: &str = ".berth-test-owner";
+
+/// Records this process as the owner of the test root `dir` ([`TEST_ROOT_OWNER_FILE`]).
+pub fn write_owner(dir: &Path) -> Result<()> {
+    let stat = fs::read_to_string("/proc/self/stat").context("read /proc/self/stat")?;
+    // "pid (comm) S ppid ...": the start time is field 22, the 20th after the comm
+    let start = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .context("no start time in /proc/self/stat")?;
+    let path = dir.join(TEST_ROOT_OWNER_FILE);
+    fs::write(&path, format!("{} {start}\n", std::process::id()))
+        .with_context(|| format!("write {}", path.display()))
+}
+
 /// Private berth roots for one test: persistent root and runtime state, both removed
 /// when dropped.
 #[derive(Debug)]
@@ -180,6 +198,7 @@ impl TestRoots {
     /// Makes fresh, empty roots.
     pub fn new() -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
+        write_owner(dir.path())?;
         fs::create_dir_all(dir.path().join("root"))?;
         fs::create_dir_all(dir.path().join("state"))?;
         Ok(Self {
@@ -403,6 +422,7 @@ struct HostSnapshot {
     links: BTreeSet<String>,
     nft: BTreeSet<String>,
     processes: BTreeSet<String>,
+    loops: BTreeSet<String>,
 }
 
 /// Finds what a test left behind: mounts, cgroup directories, named network namespaces,
@@ -450,6 +470,7 @@ impl LeakCheck {
         diff("link", &self.before.links, &now.links);
         diff("nft", &self.before.nft, &now.nft);
         diff("process", &self.before.processes, &now.processes);
+        diff("loop device", &self.before.loops, &now.loops);
         leaks
     }
 
@@ -482,7 +503,25 @@ fn snapshot(markers: &[String]) -> HostSnapshot {
         links: command_lines("ip", &["-o", "link", "show"], markers),
         nft: command_lines("nft", &["list", "ruleset"], markers),
         processes: scoped_processes(markers),
+        loops: scoped_loop_devices(markers),
     }
+}
+
+/// Loop devices whose backing file mentions a marker (`losetup -l` reads the same
+/// `/sys/block/loopN/loop/backing_file`).
+fn scoped_loop_devices(markers: &[String]) -> BTreeSet<String> {
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let backing = fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            let desc = format!("/dev/{name} backed by {}", backing.trim());
+            mentions(&desc, markers).then_some(desc)
+        })
+        .collect()
 }
 
 fn scoped_mounts(markers: &[String]) -> BTreeSet<String> {

@@ -1,11 +1,17 @@
-//! `cargo xtask fuzz [--seconds N] [--release] [TARGET...]`: builds the libFuzzer
-//! targets of fuzz/ with cargo-fuzz (installed at a pinned version when missing) and
-//! runs each for N seconds, seeded from fuzz/corpus-regressions/ and the repository's
-//! real inputs. Prints runs, speed and coverage per target; a crash is saved under
-//! fuzz/artifacts/TARGET/ and fails the task.
+//! `cargo xtask fuzz [--seconds N] [--release] [--asan] [TARGET...]`: builds the
+//! libFuzzer targets of fuzz/ with cargo-fuzz (installed at a pinned version when
+//! missing) and runs each for N seconds, seeded from fuzz/corpus-regressions/ and the
+//! repository's real inputs. Prints runs, speed and coverage per target; a crash is
+//! saved under fuzz/artifacts/TARGET/ and fails the task.
 //!
-//! The build goes to TARGET_DIR/fuzz (its own flags would otherwise invalidate the
-//! normal build), the growing corpus to TARGET_DIR/fuzz/corpus/TARGET.
+//! The stable pass builds without a sanitizer; `--asan` builds a release with
+//! AddressSanitizer on the nightly toolchain (`-Zsanitizer` is nightly-only), which
+//! catches memory errors in the C code under the targets (zlib, zstd, sqlite) and in
+//! unsafe Rust that a plain build lets pass silently.
+//!
+//! The build goes to TARGET_DIR/fuzz (TARGET_DIR/fuzz-asan for `--asan`; their own
+//! flags would otherwise invalidate the normal build), the growing corpus to
+//! TARGET_DIR/fuzz/corpus/TARGET for both.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -23,10 +29,15 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 30;
 
-const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--release] [TARGET...]
+/// The toolchain `--asan` builds with: sanitizers need nightly's `-Zsanitizer`.
+const ASAN_TOOLCHAIN: &str = "nightly";
+
+const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--release] [--asan] [TARGET...]
   --seconds N   run each target for N seconds (default 30)
   --release     optimised build (slower to build, 2-5x the executions per second);
                 the default is a quicker-to-build debug build with optimised code paths
+  --asan        release build with AddressSanitizer (and LeakSanitizer), on the
+                nightly toolchain (rustup toolchain install nightly)
   TARGET        only these targets (default: all of fuzz/fuzz_targets/)";
 
 /// What one target's run did.
@@ -45,6 +56,7 @@ struct Outcome {
 pub fn run(args: &[String]) -> Result<()> {
     let mut seconds = DEFAULT_SECONDS;
     let mut release = false;
+    let mut asan = false;
     let mut wanted: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -56,6 +68,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     .with_context(|| format!("--seconds {v:?} is not a number"))?;
             }
             "--release" => release = true,
+            "--asan" => asan = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -75,14 +88,21 @@ pub fn run(args: &[String]) -> Result<()> {
     let chosen: Vec<String> = if wanted.is_empty() { all } else { wanted };
 
     ensure_cargo_fuzz()?;
+    // corpus, logs and scratch space stay under fuzz/ for both builds: what one build
+    // finds seeds the other
     let target_dir = util::target_dir().join("fuzz");
+    let build_dir = if asan {
+        util::target_dir().join("fuzz-asan")
+    } else {
+        target_dir.clone()
+    };
     let started = Instant::now();
-    build(&root, &target_dir, release)?;
+    build(&root, &build_dir, release, asan)?;
     println!("fuzz: built in {:.0}s", started.elapsed().as_secs_f64());
 
-    let bin_dir = target_dir
+    let bin_dir = build_dir
         .join("x86_64-unknown-linux-gnu")
-        .join(if release { "release" } else { "debug" });
+        .join(if release || asan { "release" } else { "debug" });
     let mut outcomes = Vec::new();
     for name in &chosen {
         outcomes.push(run_target(
@@ -91,6 +111,7 @@ pub fn run(args: &[String]) -> Result<()> {
             &bin_dir.join(name),
             name,
             seconds,
+            asan,
         )?);
     }
 
@@ -184,7 +205,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
 /// Builds every target into `target_dir`. fuzz/ is its own workspace: its lock file
 /// starts as a copy of the main one, so the berth crates and their dependencies
 /// build at exactly the versions the workspace tests.
-fn build(root: &Path, target_dir: &Path, release: bool) -> Result<()> {
+fn build(root: &Path, target_dir: &Path, release: bool, asan: bool) -> Result<()> {
     let lock = root.join("fuzz/Cargo.lock");
     let main_lock = root.join("Cargo.lock");
     let stale = match (fs::metadata(&lock), fs::metadata(&main_lock)) {
@@ -194,8 +215,28 @@ fn build(root: &Path, target_dir: &Path, release: bool) -> Result<()> {
     if stale {
         fs::copy(&main_lock, &lock).with_context(|| format!("copy {}", main_lock.display()))?;
     }
-    util::banner("building the fuzz targets");
     let target_arg = target_dir.to_string_lossy().into_owned();
+    if asan {
+        util::banner("building the fuzz targets with AddressSanitizer (nightly, release)");
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", ASAN_TOOLCHAIN, "cargo", "fuzz", "build", "--release"])
+            .args(["--sanitizer", "address", "--target-dir", &target_arg])
+            .current_dir(root);
+        // the pinned toolchain reaches us through these; nightly must not inherit them
+        for var in [
+            "RUSTUP_TOOLCHAIN",
+            "CARGO",
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTC_WRAPPER",
+        ] {
+            cmd.env_remove(var);
+        }
+        return util::run(&mut cmd).with_context(|| {
+            format!("the ASan build needs the {ASAN_TOOLCHAIN} toolchain (rustup toolchain install {ASAN_TOOLCHAIN})")
+        });
+    }
+    util::banner("building the fuzz targets");
     let mut args = vec!["fuzz", "build", "--sanitizer", "none"];
     if !release {
         args.push("--dev");
@@ -213,8 +254,12 @@ fn run_target(
     bin: &Path,
     name: &str,
     seconds: u64,
+    asan: bool,
 ) -> Result<Outcome> {
-    util::banner(&format!("fuzzing {name} for {seconds}s"));
+    util::banner(&format!(
+        "fuzzing {name} for {seconds}s{}",
+        if asan { " with ASan" } else { "" }
+    ));
     let corpus = target_dir.join("corpus").join(name);
     fs::create_dir_all(&corpus)?;
     let seeded = seed(root, name, &corpus)?;
@@ -225,7 +270,9 @@ fn run_target(
     let tmp = target_dir.join("tmp").join(name);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    let log_path = target_dir.join("logs").join(format!("{name}.log"));
+    let log_path = target_dir
+        .join("logs")
+        .join(format!("{name}{}.log", if asan { "-asan" } else { "" }));
     fs::create_dir_all(log_path.parent().expect("log has a parent"))?;
     let log = fs::File::create(&log_path)?;
     let t = Instant::now();
@@ -235,7 +282,8 @@ fn run_target(
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1")
         .arg("-timeout=20")
-        .arg("-rss_limit_mb=2048")
+        // ASan's shadow memory and quarantine count against the limit
+        .arg(format!("-rss_limit_mb={}", if asan { 4096 } else { 2048 }))
         .arg("-max_len=8192")
         .env("TMPDIR", &tmp)
         .stdout(Stdio::null())

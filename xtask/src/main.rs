@@ -6,9 +6,11 @@
 //! - `fixtures`: prepares test fixtures (the busybox bundle)
 //! - `lint`: fmt, clippy and cargo-deny
 //! - `fuzz`: the coverage-guided fuzz targets of fuzz/ (cargo-fuzz), each for N seconds
+//! - `audit`, `sweep`: the host leak audit and the stale test-root sweep `test` runs
 //!
 //! It is a developer tool, not part of berth.
 
+mod audit;
 mod bench;
 mod demo;
 mod fuzz;
@@ -26,7 +28,11 @@ const USAGE: &str = "usage: cargo xtask <test|demo|bench|fixtures|lint|install|f
   fixtures                  make test fixtures under target/fixtures
   lint                      fmt check, clippy, cargo deny check
   install                   only install the prerequisites
-  fuzz [--seconds N] [TARGET...]  run the fuzz targets N seconds each (crash: fails)";
+  audit                     list berth objects on the host (fails if any; test runs it)
+  sweep [--dry-run] [ROOT...]  remove test roots of killed test runs (test runs it first)
+  fuzz [--seconds N] [--release] [--asan] [TARGET...]
+                            run the fuzz targets N seconds each (crash: fails);
+                            --asan: release build with AddressSanitizer (nightly)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +44,21 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("install") => install::prerequisites(),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("audit") => audit::check(&audit::Snapshot::default()),
+        Some("sweep") => {
+            let dry_run = args.iter().any(|a| a == "--dry-run");
+            let only: Vec<std::path::PathBuf> = args[1..]
+                .iter()
+                .filter(|a| !a.starts_with("--"))
+                .map(std::path::PathBuf::from)
+                .collect();
+            audit::sweep(
+                std::time::SystemTime::now(),
+                Some(&berth_bin()),
+                &only,
+                dry_run,
+            )
+        }
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -70,6 +91,7 @@ const FUZZ_CI_SECONDS: &str = "4";
 /// Steps of `test`, each reported in the summary.
 fn test(filters: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
+    let run_start = std::time::SystemTime::now();
     let mut summary: Vec<(String, bool, f64)> = Vec::new();
     let mut step = |name: &str, f: &mut dyn FnMut() -> Result<()>| {
         util::banner(name);
@@ -93,13 +115,19 @@ fn test(filters: &[String]) -> Result<()> {
             util::cargo(&["build", "--workspace", "--bins", "--locked"])
         });
     if ok {
+        // roots of killed earlier runs would otherwise count as this run's leaks
+        step("sweep stale test roots", &mut || {
+            audit::sweep(run_start, Some(&berth_bin()), &[], false)
+        });
         step("fixtures", &mut || fixtures().map(|_| ()));
         step("fmt", &mut || util::cargo(&["fmt", "--all", "--check"]));
         step("clippy", &mut || util::cargo(CLIPPY));
+        let before = audit::Snapshot::take();
         step("tests", &mut || run_tests(&filters));
         step("doc tests", &mut || {
             util::cargo(&["test", "--workspace", "--doc", "--locked"])
         });
+        step("leak audit", &mut || audit::check(&before));
         // a short pass: new crashes on inputs near the seeds, and the targets build
         step("fuzz (short pass)", &mut || {
             fuzz::run(&["--seconds".into(), FUZZ_CI_SECONDS.into()])
@@ -133,6 +161,11 @@ fn test(filters: &[String]) -> Result<()> {
             failed.join(", ")
         )
     }
+}
+
+/// The `berth` binary `test` builds first.
+fn berth_bin() -> std::path::PathBuf {
+    util::target_dir().join("debug").join("berth")
 }
 
 fn run_tests(filters: &[String]) -> Result<()> {

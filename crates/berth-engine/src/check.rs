@@ -1,6 +1,7 @@
 //! Consistency check of the engine's metadata against the host (`berth system check`):
 //! container rows against their monitors, processes, overlay mounts, runtime state and
-//! network endpoints, and files or mounts that belong to no container.
+//! network endpoints, network sandboxes (pods) against their namespaces, and files or
+//! mounts that belong to no container or sandbox.
 //!
 //! Findings are of two kinds. An *interrupted* operation (a create or remove whose
 //! process died, say by kill -9) leaves a row that the next `rm -f` finishes; it is
@@ -81,6 +82,23 @@ pub enum Finding {
         /// Container id.
         id: String,
     },
+    /// A network sandbox (a pod's namespace) whose creator died before its network
+    /// was recorded: a row without its namespace, address or ports.
+    InterruptedSandboxCreate {
+        /// Sandbox name.
+        name: String,
+        /// Sandbox id.
+        id: String,
+    },
+    /// A network sandbox whose recorded namespace pin is gone (its remover died
+    /// between tearing the network down and forgetting the row): containers cannot
+    /// join it.
+    SandboxWithoutNetns {
+        /// Sandbox name.
+        name: String,
+        /// The pin the row names.
+        netns: PathBuf,
+    },
 }
 
 impl Finding {
@@ -88,7 +106,10 @@ impl Finding {
     pub fn is_interrupted(&self) -> bool {
         matches!(
             self,
-            Finding::InterruptedCreate { .. } | Finding::InterruptedRemove { .. }
+            Finding::InterruptedCreate { .. }
+                | Finding::InterruptedRemove { .. }
+                | Finding::InterruptedSandboxCreate { .. }
+                | Finding::SandboxWithoutNetns { .. }
         )
     }
 }
@@ -132,6 +153,17 @@ impl std::fmt::Display for Finding {
             Finding::InterruptedRemove { id } => write!(
                 f,
                 "container {id} was being removed when its remover stopped (rm -f finishes it)"
+            ),
+            Finding::InterruptedSandboxCreate { name, id } => write!(
+                f,
+                "network sandbox {name} ({id}) was never completely created: it has no \
+                 network recorded (network prune removes it)"
+            ),
+            Finding::SandboxWithoutNetns { name, netns } => write!(
+                f,
+                "network sandbox {name} names namespace {} which is not mounted \
+                 (interrupted remove; network prune removes it)",
+                netns.display()
             ),
         }
     }
@@ -215,6 +247,20 @@ fn settles(engine: &Engine, c: &crate::Container) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
         match engine.get(&c.id) {
             Ok(now) if now.state == c.state && now.monitor_pid == c.monitor_pid => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Whether a sandbox row without a network is just being made (by `serve` or another
+/// process): waits up to 2 s for its network to be recorded or the row to go.
+fn sandbox_settles(engine: &Engine, name: &str) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        match crate::network::sandbox_row(&engine.conn, name) {
+            Ok(Some(row)) if row.attachment.is_none() => {}
             _ => return true,
         }
     }
@@ -318,6 +364,34 @@ pub fn check(engine: &Engine, repair: bool) -> Result<Report> {
         .prepare("SELECT id FROM sandboxes")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    // ... once made: a row without its network, or whose pin is gone, is half made
+    // (or half removed); removing it forcibly releases whatever part exists
+    for name in crate::network::sandbox_names(&engine.conn)? {
+        let Some(row) = crate::network::sandbox_row(&engine.conn, &name)? else {
+            continue;
+        };
+        let finding = match &row.attachment {
+            None if sandbox_settles(engine, &name) => continue,
+            None => Finding::InterruptedSandboxCreate {
+                name: row.name.clone(),
+                id: row.id.clone(),
+            },
+            Some(att) => match &att.netns {
+                crate::network::Netns::Path(pin) if !mounts.contains(pin) => {
+                    Finding::SandboxWithoutNetns {
+                        name: row.name.clone(),
+                        netns: pin.clone(),
+                    }
+                }
+                _ => continue,
+            },
+        };
+        findings.push(finding);
+        fixes.push(Box::new(move || {
+            crate::network::remove_sandbox(&engine.conn, &name, true)?;
+            Ok(())
+        }));
+    }
     let mut seen = BTreeSet::new();
     for (cid, network, ip) in &endpoints {
         if !seen.insert((network.clone(), ip.clone())) {
@@ -487,6 +561,53 @@ mod tests {
         assert_eq!(r.repaired, 1, "{:?}", r.findings);
         assert!(!orphan.exists());
         assert!(check(&engine, false).unwrap().findings.is_empty());
+    }
+
+    #[test]
+    fn half_made_sandboxes_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("root"), &dir.path().join("state")).unwrap();
+        let sandbox = |id: &str, name: &str, attachment: &str| {
+            engine
+                .conn
+                .execute(
+                    "INSERT INTO sandboxes (id, name, request, created, dir, attachment)
+                     VALUES (?1, ?2, '{}', '2026-01-01T00:00:00Z', '/nonexistent', ?3)",
+                    rusqlite::params![id, name, attachment],
+                )
+                .unwrap();
+        };
+        // a creator killed between the row and its network
+        sandbox(&id(1), "half", "");
+        // a remover killed between the teardown and the row
+        let pin = dir.path().join("state/net/gone/netns");
+        let att = crate::network::Attachment {
+            netns: crate::network::Netns::Path(pin.clone()),
+            ip: None,
+            gateway: None,
+            prefix: 0,
+            mac: None,
+            ports: Vec::new(),
+            hosts: None,
+            resolv_conf: None,
+            dns: None,
+        };
+        sandbox(&id(2), "unpinned", &serde_json::to_string(&att).unwrap());
+        let r = check(&engine, false).unwrap();
+        assert_eq!(
+            r.findings,
+            vec![
+                Finding::InterruptedSandboxCreate {
+                    name: "half".into(),
+                    id: id(1)
+                },
+                Finding::SandboxWithoutNetns {
+                    name: "unpinned".into(),
+                    netns: pin
+                },
+            ]
+        );
+        assert_eq!(r.problems().count(), 0, "both are interrupted operations");
     }
 
     #[test]

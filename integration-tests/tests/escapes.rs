@@ -1164,50 +1164,72 @@ fn cp_resolves_every_path_inside_the_container() {
 
 /// The race of CVE-2018-15664: while `berth cp` runs, the container keeps exchanging
 /// (renameat2 RENAME_EXCHANGE, millions of times a second) a directory and a symlink to
-/// a host directory; no copy ever reads or writes there.
+/// a host directory; no copy ever reads or writes there. The container also holds a
+/// decoy at the host directory's path inside its own root: a copy that met the symlink
+/// (the attacker won the swap during cp's work) reads or writes the decoy, which
+/// counts; the test fails unless that happened both ways, so it cannot pass without
+/// the race having been run.
 #[test]
 fn cp_symlink_swap_race_stays_inside() {
     let (roots, mut leak) = setup();
     let host = roots.path().join("host-race");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("secret"), "host secret\n").unwrap();
-    let swap = format!(
-        "mkdir /w && echo ctr > /w/secret && ln -s {} /w.l && exec /probe swap /w /w.l 60",
-        host.display()
-    );
-    let name = run_detached(&roots, &[], &["sh", "-c", &swap]);
-    leak.add_marker(name.clone());
+    let h = host.display();
+    let prep =
+        format!("mkdir -p {h} && echo decoy > {h}/secret && mkdir /w && echo ctr > /w/secret");
+    let swapper = Swapper::start(&roots, &mut leak, &[], &prep, "/w", &host);
+    let name = swapper.name.as_str();
     let src = roots.path().join("upload");
     std::fs::write(&src, "uploaded\n").unwrap();
     let out = roots.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let mut copied = 0;
-    for i in 0..25 {
-        let o = berth(
+    let (mut reads, mut decoy_reads, mut decoy_writes) = (0, 0, 0);
+    let mut attempts = 0;
+    while attempts < 40 && (decoy_reads == 0 || decoy_writes == 0) {
+        let i = attempts;
+        attempts += 1;
+        // a failed copy (the path changed under it) is fine; where a copy went is not
+        let _ = berth(
             &roots,
             &["cp", src.to_str().unwrap(), &format!("{name}:/w/up{i}")],
         );
-        copied += o.status.success() as u32;
         let dst = out.join(format!("s{i}"));
-        let o = berth(
+        let _ = berth(
             &roots,
             &["cp", &format!("{name}:/w/secret"), dst.to_str().unwrap()],
         );
-        copied += o.status.success() as u32;
         if let Ok(s) = std::fs::read_to_string(&dst) {
             assert_ne!(s, "host secret\n", "copy {i} read the host file");
+            assert!(s == "ctr\n" || s == "decoy\n", "copy {i} read {s:?}");
+            reads += 1;
+            decoy_reads += (s == "decoy\n") as u32;
+        }
+        if decoy_reads > 0 && i % 4 == 3 {
+            // uploads that met the symlink landed in the container's decoy
+            let listing = ok(&roots, &["exec", name, "ls", &h.to_string()]);
+            decoy_writes = listing.lines().filter(|l| l.starts_with("up")).count();
         }
     }
-    assert!(
-        copied > 0,
-        "no copy ever went through: the race was not run"
+    integration_tests::figure("escapes.cp_race.attempts", attempts as f64, "runs");
+    integration_tests::figure("escapes.cp_race.decoy_reads", decoy_reads as f64, "copies");
+    integration_tests::figure(
+        "escapes.cp_race.decoy_writes",
+        decoy_writes as f64,
+        "copies",
     );
     assert_eq!(
         tree(&host),
         vec!["secret".to_string()],
         "a copy landed in the host directory"
     );
-    ok(&roots, &["rm", "-f", &name]);
+    assert!(reads > 0, "no copy out of the container ever went through");
+    assert!(
+        decoy_reads > 0 && decoy_writes > 0,
+        "in {attempts} attempts cp never met the swapped-in symlink ({decoy_reads} reads, \
+         {decoy_writes} writes through it): the race was not run"
+    );
+    swapper.stop(&roots);
     leak.assert_clean();
 }
 
@@ -1306,60 +1328,22 @@ fn cp_volumes_binds_and_tar_streams() {
 }
 
 /// CVE-2021-30465 itself: a container sharing a volume with a new container keeps
-/// exchanging (renameat2) a directory of the volume with a symlink to "/" while the
-/// new container's runtime mounts a bind on that directory. Each start either fails
-/// (the runtime saw the swap) or shows the bind inside its own root: an escaped mount
-/// lands on the runtime's "/" and the container then ran on the host's root
-/// filesystem, with the bind missing from its mountinfo (what happened before the
-/// runtime pinned mount targets with openat2).
+/// exchanging (renameat2) a directory of the volume with a symlink to a host
+/// directory while the new container's runtime mounts a bind on that directory. Each
+/// start either fails (the runtime caught the swap) or shows the bind inside its own
+/// root; an escaped mount would land on the host directory (before the runtime pinned
+/// mount targets with openat2, the same race with a link to "/" ran a container on
+/// the host's root filesystem). Starts repeat until one caught the swap.
 #[test]
 fn mount_target_swap_race_stays_in_rootfs() {
     let (roots, mut leak) = setup();
-    let vol = unique_id("racevol");
-    let mv = format!("{vol}:/vol");
     let marker = roots.path().join("race-marker");
     std::fs::create_dir(&marker).unwrap();
-    let swap = "mkdir /vol/sub && ln -s / /vol/sub.l && exec /probe swap /vol/sub /vol/sub.l 40";
-    let attacker = run_detached(&roots, &["-v", &mv], &["sh", "-c", swap]);
-    leak.add_marker(attacker.clone());
-    let mb = format!("{}:/vol/sub", marker.display());
-    let (mut started, mut refused) = (0, Vec::new());
-    for i in 0..5 {
-        let o = berth(
-            &roots,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "-v",
-                &mv,
-                "-v",
-                &mb,
-                "busybox",
-                "cat",
-                "/proc/self/mountinfo",
-            ],
-        );
-        if !o.status.success() {
-            refused.push(text(&o.stderr));
-            continue;
-        }
-        started += 1;
-        let mi = text(&o.stdout);
-        assert!(
-            mi.contains("race-marker"),
-            "start {i}: the bind on /vol/sub is not in the container's root:\n{mi}"
-        );
-    }
-    eprintln!("{started} started, refused: {refused:?}");
-    assert_eq!(
-        inspect_state(&roots, &attacker),
-        "running",
-        "the attacker stopped: the race was not run"
-    );
-    ok(&roots, &["rm", "-f", &attacker]);
-    ok(&roots, &["volume", "rm", &vol]);
+    let race = MountRace::new(&roots, &mut leak, "racevol");
+    race.run(&roots, "mount_swap", |_| {
+        vec![(marker.clone(), "/vol/sub".into())]
+    });
+    race.stop(&roots);
     leak.assert_clean();
 }
 
@@ -1430,59 +1414,214 @@ fn load_crafted_archive_stays_inside_root() {
 /// The CVE-2024-45310 class, next to CVE-2021-30465: while the runtime creates the
 /// targets of a file bind and a directory bind inside a shared volume's directory, the
 /// other container exchanges that directory with a symlink to a host directory; the
-/// runtime never creates anything there.
+/// runtime never creates anything there. Starts repeat until one caught the swap.
 #[test]
 fn mount_target_creation_race_stays_in_rootfs() {
     let (roots, mut leak) = setup();
-    let host = roots.path().join("host-create");
-    std::fs::create_dir(&host).unwrap();
-    let vol = unique_id("createvol");
-    let mv = format!("{vol}:/vol");
-    let swap = format!(
-        "mkdir /vol/sub && ln -s {} /vol/sub.l && exec /probe swap /vol/sub /vol/sub.l 40",
-        host.display()
-    );
-    let attacker = run_detached(&roots, &["-v", &mv], &["sh", "-c", &swap]);
-    leak.add_marker(attacker.clone());
     let src_file = roots.path().join("bind-file");
     std::fs::write(&src_file, "bound").unwrap();
     let src_dir = roots.path().join("bind-dir");
     std::fs::create_dir(&src_dir).unwrap();
-    let mf = format!("{}:/vol/sub/f{}", src_file.display(), 0);
-    for i in 0..5 {
-        let mf = mf.replace("/f0", &format!("/f{i}"));
-        let md = format!("{}:/vol/sub/d{i}", src_dir.display());
-        let _ = berth(
-            &roots,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "-v",
-                &mv,
-                "-v",
-                &mf,
-                "-v",
-                &md,
-                "busybox",
-                "true",
-            ],
+    let race = MountRace::new(&roots, &mut leak, "createvol");
+    race.run(&roots, "mount_create", |i| {
+        vec![
+            (src_file.clone(), format!("/vol/sub/f{i}")),
+            (src_dir.clone(), format!("/vol/sub/d{i}")),
+        ]
+    });
+    race.stop(&roots);
+    leak.assert_clean();
+}
+
+/// The attacker of the race tests: a container (with the probe) that keeps exchanging
+/// (renameat2 RENAME_EXCHANGE, millions of times a second) the directory `dir`, made
+/// by `prep`, with a symlink to `target`.
+struct Swapper {
+    name: String,
+}
+
+impl Swapper {
+    fn start(
+        roots: &TestRoots,
+        leak: &mut LeakCheck,
+        flags: &[&str],
+        prep: &str,
+        dir: &str,
+        target: &Path,
+    ) -> Swapper {
+        let script = format!(
+            "{prep} && ln -s {} {dir}.l && exec /probe swap {dir} {dir}.l 120",
+            target.display()
         );
+        let name = run_detached(roots, flags, &["sh", "-c", &script]);
+        leak.add_marker(name.clone());
+        Swapper { name }
+    }
+
+    /// Removes the attacker, which must have swapped all along (a dead one races
+    /// nothing).
+    fn stop(self, roots: &TestRoots) {
         assert_eq!(
-            tree(&host),
-            Vec::<String>::new(),
-            "attempt {i}: the runtime created a mount target in the host directory"
+            inspect_state(roots, &self.name),
+            "running",
+            "the attacker stopped: the race was not run"
+        );
+        ok(roots, &["rm", "-f", &self.name]);
+    }
+}
+
+/// CVE-2021-30465 and CVE-2024-45310 races: a swapper exchanges `/vol/sub` in a shared
+/// volume with a symlink to a host directory (empty, made by the test) while victims
+/// start with binds whose targets are at or below `/vol/sub`.
+struct MountRace {
+    swapper: Swapper,
+    vol: String,
+    host: PathBuf,
+}
+
+/// How a victim's start met the race.
+#[derive(Debug, PartialEq)]
+enum Met {
+    /// Started; every bind on its own target (the swap never showed).
+    Plain,
+    /// Started; a bind resolved through the symlink, inside the container's root.
+    FollowedInside,
+    /// Refused: the runtime caught the swap between resolving a target and using it.
+    Caught,
+    /// Refused for another reason (printed).
+    Refused(String),
+}
+
+impl MountRace {
+    /// Most victims started per test: the loop ends at the first caught swap.
+    const MAX_ATTEMPTS: usize = 25;
+
+    fn new(roots: &TestRoots, leak: &mut LeakCheck, vol: &str) -> MountRace {
+        let host = roots.path().join(format!("host-{vol}"));
+        std::fs::create_dir(&host).unwrap();
+        let vol = unique_id(vol);
+        let swapper = Swapper::start(
+            roots,
+            leak,
+            &["-v", &format!("{vol}:/vol")],
+            "mkdir /vol/sub",
+            "/vol/sub",
+            &host,
+        );
+        MountRace { swapper, vol, host }
+    }
+
+    /// Starts victims with `binds(i)` (source, target) until the runtime has caught
+    /// the swap during its work once (at most MAX_ATTEMPTS): each victim either
+    /// starts with every bind inside its root (on its target, or on the host path
+    /// the symlink names resolved inside the root) or is refused; the host directory
+    /// stays empty and unmounted. Fails when no start ever met the swap in the
+    /// runtime's window, so the race is known to have been run.
+    fn run(&self, roots: &TestRoots, what: &str, binds: impl Fn(usize) -> Vec<(PathBuf, String)>) {
+        let mv = format!("{}:/vol", self.vol);
+        let h = self.host.display().to_string();
+        let mut seen = Vec::new();
+        for i in 0..Self::MAX_ATTEMPTS {
+            let binds = binds(i);
+            let specs: Vec<String> = binds
+                .iter()
+                .map(|(src, dst)| format!("{}:{dst}", src.display()))
+                .collect();
+            let mut args = vec!["run", "--rm", "--network", "none", "-v", &mv];
+            for s in &specs {
+                args.extend(["-v", s.as_str()]);
+            }
+            args.extend(["busybox", "cat", "/proc/self/mountinfo"]);
+            let o = berth(roots, &args);
+            let met = if o.status.success() {
+                let mi = text(&o.stdout);
+                let mut followed = false;
+                for (src, dst) in &binds {
+                    let base = src.file_name().unwrap().to_str().unwrap();
+                    // fields: id parent dev root mountpoint ...
+                    let point = mi
+                        .lines()
+                        .filter_map(|l| {
+                            let f: Vec<&str> = l.split_whitespace().collect();
+                            f[3].ends_with(base).then(|| f[4].to_string())
+                        })
+                        .next_back()
+                        .unwrap_or_else(|| panic!("{what} {i}: bind of {base} missing:\n{mi}"));
+                    // the attacker goes on exchanging the names: a bind on the volume's
+                    // directory shows under whichever name it has when mountinfo is read
+                    let moved = dst.replacen("/vol/sub", "/vol/sub.l", 1);
+                    let inside = dst.replacen("/vol/sub", &h, 1);
+                    assert!(
+                        point == *dst || point == moved || point == inside,
+                        "{what} {i}: bind of {base} on {point}, not {dst} or {inside}:\n{mi}"
+                    );
+                    followed |= point == inside;
+                }
+                if followed {
+                    Met::FollowedInside
+                } else {
+                    Met::Plain
+                }
+            } else {
+                let err = text(&o.stderr);
+                // the runtime met the name in one state while resolving and in the
+                // other when it used it (a link appeared, stopped being one, or a
+                // directory it was creating in became one)
+                let caught = err.contains("a symlink appeared in the path after it was resolved")
+                    || (err.contains("readlink") && err.contains("invalid argument"))
+                    || (err.contains("create mount target")
+                        && (err.contains("symbolic links") || err.contains("not a directory")));
+                if caught {
+                    Met::Caught
+                } else {
+                    Met::Refused(err)
+                }
+            };
+            assert_eq!(
+                tree(&self.host),
+                Vec::<String>::new(),
+                "{what} {i}: the runtime wrote in the host directory"
+            );
+            let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(
+                !host_mounts.contains(&h),
+                "{what} {i}: a mount on the host directory:\n{host_mounts}"
+            );
+            let done = met == Met::Caught;
+            seen.push(met);
+            if done {
+                break;
+            }
+        }
+        let count = |m: &dyn Fn(&Met) -> bool| seen.iter().filter(|x| m(x)).count() as f64;
+        integration_tests::figure(
+            &format!("escapes.{what}_race.attempts"),
+            seen.len() as f64,
+            "runs",
+        );
+        integration_tests::figure(
+            &format!("escapes.{what}_race.caught"),
+            count(&|m| *m == Met::Caught),
+            "runs",
+        );
+        integration_tests::figure(
+            &format!("escapes.{what}_race.followed_inside"),
+            count(&|m| *m == Met::FollowedInside),
+            "runs",
+        );
+        eprintln!("{what}: {seen:?}");
+        assert!(
+            seen.contains(&Met::Caught),
+            "{what}: in {} starts the runtime never met the swap during its work: the race \
+             was not run ({seen:?})",
+            seen.len()
         );
     }
-    assert_eq!(
-        inspect_state(&roots, &attacker),
-        "running",
-        "the attacker stopped: the race was not run"
-    );
-    ok(&roots, &["rm", "-f", &attacker]);
-    ok(&roots, &["volume", "rm", &vol]);
-    leak.assert_clean();
+
+    fn stop(self, roots: &TestRoots) {
+        self.swapper.stop(roots);
+        ok(roots, &["volume", "rm", &self.vol]);
+    }
 }
 
 /// `berth apply` pods get the same confinement as `berth run`: docker's capabilities

@@ -38,6 +38,7 @@ const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--release] [--asan] 
                 the default is a quicker-to-build debug build with optimised code paths
   --asan        release build with AddressSanitizer (and LeakSanitizer), on the
                 nightly toolchain (rustup toolchain install nightly)
+  --jobs N      fuzz N targets at once (default 1; each still runs N seconds)
   TARGET        only these targets (default: all of fuzz/fuzz_targets/)";
 
 /// What one target's run did.
@@ -57,6 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut seconds = DEFAULT_SECONDS;
     let mut release = false;
     let mut asan = false;
+    let mut jobs = 1usize;
     let mut wanted: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -69,6 +71,13 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             "--release" => release = true,
             "--asan" => asan = true,
+            "--jobs" => {
+                let v = it.next().context("--jobs needs a value")?;
+                jobs = v
+                    .parse::<usize>()
+                    .with_context(|| format!("--jobs {v:?} is not a number"))?
+                    .max(1);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -104,15 +113,23 @@ pub fn run(args: &[String]) -> Result<()> {
         .join("x86_64-unknown-linux-gnu")
         .join(if release || asan { "release" } else { "debug" });
     let mut outcomes = Vec::new();
-    for name in &chosen {
-        outcomes.push(run_target(
-            &root,
-            &target_dir,
-            &bin_dir.join(name),
-            name,
-            seconds,
-            asan,
-        )?);
+    for batch in chosen.chunks(jobs) {
+        let results: Vec<Result<Outcome>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|name| {
+                    let (root, target_dir, bin) = (&root, &target_dir, bin_dir.join(name));
+                    sc.spawn(move || run_target(root, target_dir, &bin, name, seconds, asan))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("fuzz runner thread panicked"))
+                .collect()
+        });
+        for r in results {
+            outcomes.push(r?);
+        }
     }
 
     println!();

@@ -438,9 +438,16 @@ fn processes(inside: impl Fn(&str) -> bool) -> Vec<String> {
     proc_list()
         .into_iter()
         .filter_map(|p| {
+            let args = p
+                .cmdline
+                .split_whitespace()
+                .filter(|a| inside(a))
+                .map(|a| ("arg", a.to_owned()));
             let why: Vec<String> = p
                 .paths
                 .iter()
+                .cloned()
+                .chain(args)
                 .filter(|(_, v)| inside(v))
                 .map(|(k, v)| format!("{k} {v}"))
                 .chain(
@@ -608,9 +615,25 @@ fn sweep_root(dir: &Path, berth: Option<&Path>) -> Swept {
     let prefix = format!("{}/", dir.display());
     let inside = |p: &str| p.starts_with(&prefix) || p == prefix.trim_end_matches('/');
 
-    // 1. processes: containers, monitors, serve, helpers
+    // 1. processes: containers (by their cgroups: a pivoted root does not show the
+    //    path), monitors, serve, helpers
+    let (names, cgroup_paths) = container_names(dir);
+    let hex_ids: Vec<&String> = names
+        .iter()
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    let in_its_cgroup = |p: &Proc| {
+        p.cgroups.iter().any(|cg| {
+            hex_ids.iter().any(|id| {
+                cg.ends_with(&format!("/berth-{id}")) || cg.ends_with(&format!("/berth/{id}"))
+            }) || cgroup_paths.iter().any(|c| !c.is_empty() && cg == c)
+        })
+    };
     for p in proc_list() {
-        if p.paths.iter().any(|(_, v)| inside(v)) {
+        if p.paths.iter().any(|(_, v)| inside(v))
+            || p.cmdline.split_whitespace().any(&inside)
+            || in_its_cgroup(&p)
+        {
             // SAFETY: kill has no memory preconditions; the pid was just read from /proc.
             if unsafe { libc::kill(p.pid, libc::SIGKILL) } == 0 {
                 s.killed.push(format!("pid {} `{}`", p.pid, p.cmdline));
@@ -622,9 +645,13 @@ fn sweep_root(dir: &Path, berth: Option<&Path>) -> Swept {
     }
 
     // 2. the engine's own teardown of what it made (veths, bridges, nft, sandboxes)
-    if let Some(berth) = berth {
-        for engine_root in engine_roots(dir) {
-            s.cli.extend(engine_teardown(berth, &engine_root));
+    for engine_root in engine_roots(dir) {
+        match berth {
+            Some(b) if b.is_file() => s.cli.extend(engine_teardown(b, &engine_root)),
+            _ => s.cli.push(format!(
+                "not run ({} not built): its bridge and nft table may stay",
+                berth.map(|b| b.display().to_string()).unwrap_or_default()
+            )),
         }
     }
 
@@ -657,14 +684,13 @@ fn sweep_root(dir: &Path, berth: Option<&Path>) -> Swept {
     }
 
     // 5. cgroups named after its containers (ids and cgroupsPath from its tree)
-    let (ids, paths) = container_names(dir);
     for h in hierarchies() {
         let mut candidates: Vec<PathBuf> = Vec::new();
-        for id in &ids {
+        for id in &names {
             candidates.push(h.join(format!("berth-{id}")));
             candidates.push(h.join("berth").join(id));
         }
-        for p in &paths {
+        for p in &cgroup_paths {
             candidates.push(h.join(p.trim_start_matches('/')));
         }
         for c in candidates {
@@ -723,7 +749,7 @@ fn engine_teardown(berth: &Path, (root, state): &(PathBuf, PathBuf)) -> Vec<Stri
             .env("BERTH_STATE", state)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
         {
             Ok(c) => c,
@@ -733,11 +759,14 @@ fn engine_teardown(berth: &Path, (root, state): &(PathBuf, PathBuf)) -> Vec<Stri
         loop {
             match child.try_wait() {
                 Ok(Some(st)) => {
-                    let mut out = String::new();
+                    let (mut out, mut err) = (String::new(), String::new());
                     if let Some(mut o) = child.stdout.take() {
                         let _ = std::io::Read::read_to_string(&mut o, &mut out);
                     }
-                    return (st.success(), out);
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    return (st.success(), if st.success() { out } else { err });
                 }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
@@ -752,15 +781,22 @@ fn engine_teardown(berth: &Path, (root, state): &(PathBuf, PathBuf)) -> Vec<Stri
     };
     let mut log = Vec::new();
     let (_, ids) = run(&["ps", "-aq", "--no-trunc"]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let ids: Vec<&str> = ids
+        .split_whitespace()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
     if !ids.is_empty() {
         let mut args = vec!["rm", "-f"];
         args.extend(ids.iter().copied());
-        let (ok, _) = run(&args);
+        let (ok, err) = run(&args);
         log.push(format!(
             "rm -f {} container(s): {}",
             ids.len(),
-            if ok { "ok" } else { "failed" }
+            if ok {
+                "ok".to_owned()
+            } else {
+                format!("failed: {}", err.trim())
+            }
         ));
     }
     for args in [

@@ -647,6 +647,35 @@ fn scoped_processes(markers: &[String]) -> BTreeSet<String> {
     found
 }
 
+/// `GET path` over HTTP/1.0 from `addr`, retried (each try bounded to 2.5 s) for at most
+/// `wait`: the whole response, or the last error.
+pub fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    wait: Duration,
+) -> std::result::Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let deadline = Instant::now() + wait;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).and_then(
+            |mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())?;
+                let mut text = String::new();
+                s.read_to_string(&mut text)?;
+                Ok(text)
+            },
+        ) {
+            Ok(text) if text.starts_with("HTTP/1") => return Ok(text),
+            Ok(text) => last = format!("not HTTP: {text:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("GET http://{addr}{path} failed: {last}"))
+}
+
 /// What a finished command printed, stdout then stderr, as one text (for assertions
 /// on what a user saw, and failure messages).
 pub fn text(o: &std::process::Output) -> String {

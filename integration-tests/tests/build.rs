@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStderr, Command, Output};
 use std::time::Instant;
 
 use berth_image::{Platform, Store, fixtures, mount_overlay, unmount_overlay};
@@ -36,14 +36,40 @@ impl Env {
         fs::write(p, data).unwrap();
     }
 
-    fn build(&self, extra: &[&str]) -> Output {
+    /// `berth build EXTRA CTX` under berth-oci, SOURCE_DATE_EPOCH unset.
+    fn build_cmd(&self, extra: &[&str]) -> Command {
         let mut c = self.roots.berth();
         c.arg("build")
             .args(extra)
             .arg(&self.ctx)
             .env("BERTH_RUNTIME", bin_path("berth-oci"))
             .env_remove("SOURCE_DATE_EPOCH");
-        c.output().unwrap()
+        c
+    }
+
+    fn build(&self, extra: &[&str]) -> Output {
+        self.build_cmd(extra).output().unwrap()
+    }
+
+    /// Starts `berth build EXTRA` and reads its log (at most 20 s) until a RUN step
+    /// printed "started"; returns the build and the rest of its stderr.
+    fn build_until_started(&self, extra: &[&str]) -> (Child, ChildStderr, Vec<u8>) {
+        let mut child = self
+            .build_cmd(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while !String::from_utf8_lossy(&seen).contains(" started\n") {
+            assert!(Instant::now() < deadline, "RUN did not start");
+            let n = err.read(&mut buf).unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        (child, err, seen)
     }
 
     fn store(&self) -> Store {
@@ -84,46 +110,45 @@ fn ok(o: Output) -> String {
     stderr(&o)
 }
 
-/// Every layer of `tag` as (path, content) lists, bottom first.
-fn layer_entries(store: &Store, tag: &str) -> Vec<Vec<(String, Vec<u8>)>> {
-    let img = store.image(tag, &Platform::default()).unwrap();
-    let mut out = Vec::new();
-    for l in img.manifest.layers() {
-        let d = berth_image::desc_digest(l).unwrap();
-        let f = store.open_blob(&d).unwrap();
-        let r = berth_image::unpack::decompress(f, None).unwrap();
-        let mut ar = tar::Archive::new(r);
-        let mut v = Vec::new();
-        for e in ar.entries().unwrap() {
-            let mut e = e.unwrap();
-            let p = e.path().unwrap().to_string_lossy().into_owned();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            v.push((p, data));
-        }
-        out.push(v);
-    }
-    out
+/// A build that failed with exit code 1 and `what` in its log.
+fn fails_with(o: &Output, what: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
+    assert!(stderr(o).contains(what), "{}", stderr(o));
 }
 
-/// Every file of every layer of `tag` as (path, mode, content), bottom layer first.
-fn layer_files(store: &Store, tag: &str) -> Vec<(String, u32, Vec<u8>)> {
+/// Every layer of `tag` as (path, mode, content) lists, bottom first.
+fn layers(store: &Store, tag: &str) -> Vec<Vec<(String, u32, Vec<u8>)>> {
     let img = store.image(tag, &Platform::default()).unwrap();
     let mut out = Vec::new();
     for l in img.manifest.layers() {
         let d = berth_image::desc_digest(l).unwrap();
         let r = berth_image::unpack::decompress(store.open_blob(&d).unwrap(), None).unwrap();
         let mut ar = tar::Archive::new(r);
+        let mut v = Vec::new();
         for e in ar.entries().unwrap() {
             let mut e = e.unwrap();
             let p = e.path().unwrap().to_string_lossy().into_owned();
             let mode = e.header().mode().unwrap();
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
-            out.push((p, mode, data));
+            v.push((p, mode, data));
         }
+        out.push(v);
     }
     out
+}
+
+/// Every layer of `tag` as (path, content) lists, bottom first.
+fn layer_entries(store: &Store, tag: &str) -> Vec<Vec<(String, Vec<u8>)>> {
+    layers(store, tag)
+        .into_iter()
+        .map(|l| l.into_iter().map(|(p, _, d)| (p, d)).collect())
+        .collect()
+}
+
+/// Every file of every layer of `tag` as (path, mode, content), bottom layer first.
+fn layer_files(store: &Store, tag: &str) -> Vec<(String, u32, Vec<u8>)> {
+    layers(store, tag).into_iter().flatten().collect()
 }
 
 /// The newest (mode, text) of `name` among `files`.
@@ -451,25 +476,22 @@ fn cache_hits_and_one_changed_file_rebuilds_from_its_step() {
     // change the second copied file: steps 2 and 3 cached, 4 and 5 rerun
     env.write("two.txt", "two changed\n");
     let changed = ok(env.build(&["-t", "c:3"]));
-    let lines: Vec<&str> = changed.lines().collect();
-    let status_of = |needle: &str| -> String {
-        let i = lines.iter().position(|l| l.contains(needle)).unwrap();
-        let n = lines[i].split_whitespace().next().unwrap();
-        lines[i + 1..]
-            .iter()
-            .find(|l| {
-                l.starts_with(&format!("{n} ")) && (l.contains("CACHED") || l.contains("DONE"))
-            })
-            .unwrap()
-            .to_string()
-    };
-    assert!(status_of("COPY one.txt").contains("CACHED"), "{changed}");
     assert!(
-        status_of("RUN echo step-two").contains("CACHED"),
+        step_status(&changed, "COPY one.txt").contains("CACHED"),
         "{changed}"
     );
-    assert!(status_of("COPY two.txt").contains("DONE"), "{changed}");
-    assert!(status_of("RUN cat").contains("DONE"), "{changed}");
+    assert!(
+        step_status(&changed, "RUN echo step-two").contains("CACHED"),
+        "{changed}"
+    );
+    assert!(
+        step_status(&changed, "COPY two.txt").contains("DONE"),
+        "{changed}"
+    );
+    assert!(
+        step_status(&changed, "RUN cat").contains("DONE"),
+        "{changed}"
+    );
     let layers = layer_entries(&env.store(), "c:3");
     let both = layers
         .last()
@@ -541,12 +563,7 @@ fn dockerignore_excludes_files() {
     // naming an ignored file fails clearly
     env.write("Dockerfile", "FROM busybox\nCOPY debug.log /\n");
     let out = env.build(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("debug.log: not found"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(&out, "debug.log: not found");
 }
 
 #[test]
@@ -600,12 +617,7 @@ fn secrets_never_reach_layers_or_history() {
         "FROM busybox\nRUN --mount=type=secret,id=other,required=true cat /run/secrets/other\n",
     );
     let out = env.build(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("secret other is required"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(&out, "secret other is required");
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
@@ -640,27 +652,7 @@ fn interrupted_build_leaves_nothing() {
     let env = Env::new();
     let leaks = env.leak_check();
     env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 12\n");
-    let mut child = env
-        .roots
-        .berth()
-        .arg("build")
-        .arg("-t")
-        .arg("int:1")
-        .arg(&env.ctx)
-        .env("BERTH_RUNTIME", bin_path("berth-oci"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    while !String::from_utf8_lossy(&seen).contains(" started\n") {
-        assert!(Instant::now() < deadline, "RUN did not start");
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (mut child, mut err, mut seen) = env.build_until_started(&["-t", "int:1"]);
     let t = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -798,12 +790,7 @@ fn missing_base_is_pulled_and_pull_refreshes() {
         &format!("FROM {}/nope/nothing:1\n", reg.addr()),
     );
     let out = env.build(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("pulling base image"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(&out, "pulling base image");
 }
 
 #[test]
@@ -811,23 +798,7 @@ fn next_build_sweeps_what_a_killed_build_left() {
     let env = Env::new();
     let leaks = env.leak_check();
     env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n");
-    let mut child = env
-        .roots
-        .berth()
-        .arg("build")
-        .arg(&env.ctx)
-        .env("BERTH_RUNTIME", bin_path("berth-oci"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains(" started\n") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (mut child, _err, _) = env.build_until_started(&[]);
     // no chance to clean up
     child.kill().unwrap();
     child.wait().unwrap();
@@ -868,8 +839,7 @@ fn target_builds_only_what_it_needs() {
     assert!(!log.contains("echo other"), "{log}");
     assert_eq!(log.matches("CACHED").count(), 2, "{log}");
     let out = env.build(&["--target", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    fails_with(&out, "nope");
 }
 
 #[test]
@@ -944,12 +914,7 @@ fn add_fetches_http_urls_with_checksum() {
     assert_eq!(get("copy").unwrap(), b"served over http\n");
     assert!(get("packed/a.tar.gz").is_some() && get("packed/inner.txt").is_none());
     assert_eq!(get("unpacked/inner.txt").unwrap(), b"inside\n");
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        stderr(&bad).contains("checksum mismatch"),
-        "{}",
-        stderr(&bad)
-    );
+    fails_with(&bad, "checksum mismatch");
 }
 
 #[test]
@@ -1254,12 +1219,8 @@ fn add_fetches_https_urls_verifying_the_server() {
     let hex = sum.split_whitespace().next().unwrap().to_string();
     let build = |dockerfile: String, trust: bool| {
         env.write("Dockerfile", &dockerfile);
-        let mut c = env.roots.berth();
-        c.arg("build")
-            .args(["-t", "https:1"])
-            .arg(&env.ctx)
-            .env("BERTH_RUNTIME", bin_path("berth-oci"))
-            .env_remove("SSL_CERT_DIR");
+        let mut c = env.build_cmd(&["-t", "https:1"]);
+        c.env_remove("SSL_CERT_DIR");
         if trust {
             c.env("SSL_CERT_FILE", &ca);
         } else {
@@ -1283,20 +1244,10 @@ fn add_fetches_https_urls_verifying_the_server() {
         ),
         true,
     );
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        stderr(&bad).contains("checksum mismatch"),
-        "{}",
-        stderr(&bad)
-    );
+    fails_with(&bad, "checksum mismatch");
     // the server is verified: without the test CA the build fails on the certificate
     let untrusted = build(format!("FROM busybox\nADD {url} /y\n"), false);
-    assert_eq!(untrusted.status.code(), Some(1));
-    assert!(
-        stderr(&untrusted).contains("certificate not trusted"),
-        "{}",
-        stderr(&untrusted)
-    );
+    fails_with(&untrusted, "certificate not trusted");
     drop(srv);
     leaks.assert_clean();
     env.assert_no_leftovers();
@@ -1385,12 +1336,7 @@ fn add_clones_git_repositories() {
     // a ref the remote does not have is a clear error
     env.write("Dockerfile", &format!("FROM busybox\nADD {url}#nope /n/\n"));
     let out = env.build(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("ref nope not found"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(&out, "ref nope not found");
     drop(daemon);
     leaks.assert_clean();
     env.assert_no_leftovers();
@@ -1509,11 +1455,7 @@ fn run_ssh_mount_reaches_the_agent_and_nothing_else() {
          RUN --mount=type=ssh,id=missing echo optional-skipped > /optional\n",
     );
     let build = |extra: &[&str], sock_env: Option<&Path>| {
-        let mut c = env.roots.berth();
-        c.arg("build")
-            .args(extra)
-            .arg(&env.ctx)
-            .env("BERTH_RUNTIME", bin_path("berth-oci"));
+        let mut c = env.build_cmd(extra);
         match sock_env {
             Some(s) => c.env("SSH_AUTH_SOCK", s),
             None => c.env_remove("SSH_AUTH_SOCK"),
@@ -1553,12 +1495,7 @@ fn run_ssh_mount_reaches_the_agent_and_nothing_else() {
         "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
     );
     let out = build(&[], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("ssh agent default is required"),
-        "{}",
-        stderr(&out)
-    );
+    fails_with(&out, "ssh agent default is required");
     drop(agent);
     leaks.assert_clean();
     env.assert_no_leftovers();

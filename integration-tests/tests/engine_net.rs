@@ -5,14 +5,13 @@
 //! records published through `berth_engine::dns`, forwarding the rest. Every test
 //! uses private roots and ends with a leak check.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_engine::Engine;
 use berth_engine::sandbox::{self, SandboxSpec};
-use integration_tests::{LeakCheck, TestRoots};
+use integration_tests::{LeakCheck, TestRoots, http_get};
 
 fn setup() -> (TestRoots, LeakCheck) {
     TestRoots::with_busybox()
@@ -24,27 +23,6 @@ fn berth(roots: &TestRoots, args: &[&str]) -> Output {
 
 fn ok(roots: &TestRoots, args: &[&str]) -> String {
     roots.ok(args)
-}
-
-/// GET `path` from `addr`, retried for at most `wait`.
-fn http_get(addr: SocketAddr, path: &str, wait: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + wait;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-            let mut t = String::new();
-            s.read_to_string(&mut t)?;
-            Ok(t)
-        }) {
-            Ok(t) if t.starts_with("HTTP/1") => return Ok(t),
-            Ok(t) => last = format!("not HTTP: {t:?}"),
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!("GET http://{addr}{path}: {last}"))
 }
 
 #[test]

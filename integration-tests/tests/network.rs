@@ -5,8 +5,7 @@
 //! retries, and ends with a leak check.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,28 +39,7 @@ fn host_address() -> Ipv4Addr {
 
 /// GET / from `addr`, retried for at most `wait`: the body, or the last error.
 fn http_get(addr: SocketAddr, wait: Duration) -> Result<String, String> {
-    http_get_path(addr, "/", wait)
-}
-
-/// GET `path` from `addr`, retried for at most `wait`.
-fn http_get_path(addr: SocketAddr, path: &str, wait: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + wait;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        }) {
-            Ok(text) if text.starts_with("HTTP/1") => return Ok(text),
-            Ok(text) => last = format!("not HTTP: {text:?}"),
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!("GET http://{addr}{path} failed: {last}"))
+    integration_tests::http_get(addr, "/", wait)
 }
 
 /// busybox httpd serving `www` inside the namespace pinned at `netns`.
@@ -646,7 +624,7 @@ fn run_published_port_answers_over_http_from_the_host() {
             "-h", "/etc",
         ],
     );
-    let body = http_get_path(
+    let body = integration_tests::http_get(
         SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         "/passwd",
         Duration::from_secs(10),

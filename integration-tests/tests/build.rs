@@ -186,6 +186,11 @@ fn step_status(log: &str, needle: &str) -> String {
         .to_string()
 }
 
+/// The step whose title holds `needle` reported `outcome` (CACHED or DONE).
+fn assert_step(log: &str, needle: &str, outcome: &str) {
+    assert!(step_status(log, needle).contains(outcome), "{log}");
+}
+
 fn config_of(store: &Store, tag: &str) -> serde_json::Value {
     let img = store.image(tag, &Platform::default()).unwrap();
     serde_json::from_slice(&store.read_blob(&img.config_digest).unwrap()).unwrap()
@@ -476,22 +481,10 @@ fn cache_hits_and_one_changed_file_rebuilds_from_its_step() {
     // change the second copied file: steps 2 and 3 cached, 4 and 5 rerun
     env.write("two.txt", "two changed\n");
     let changed = ok(env.build(&["-t", "c:3"]));
-    assert!(
-        step_status(&changed, "COPY one.txt").contains("CACHED"),
-        "{changed}"
-    );
-    assert!(
-        step_status(&changed, "RUN echo step-two").contains("CACHED"),
-        "{changed}"
-    );
-    assert!(
-        step_status(&changed, "COPY two.txt").contains("DONE"),
-        "{changed}"
-    );
-    assert!(
-        step_status(&changed, "RUN cat").contains("DONE"),
-        "{changed}"
-    );
+    assert_step(&changed, "COPY one.txt", "CACHED");
+    assert_step(&changed, "RUN echo step-two", "CACHED");
+    assert_step(&changed, "COPY two.txt", "DONE");
+    assert_step(&changed, "RUN cat", "DONE");
     let layers = layer_entries(&env.store(), "c:3");
     let both = layers
         .last()
@@ -999,20 +992,11 @@ EOF
     // an excluded file changing leaves its step cached; the step copying it reruns
     env.write("x/sub/skip.md", "changed\n");
     let log = ok(env.build(&["-t", "par:2", "--build-arg", "WHO=berth"]));
-    assert!(
-        step_status(&log, "COPY --exclude=**/*.md").contains("CACHED"),
-        "{log}"
-    );
-    assert!(
-        step_status(&log, "COPY --parents x/./sub/").contains("DONE"),
-        "{log}"
-    );
+    assert_step(&log, "COPY --exclude=**/*.md", "CACHED");
+    assert_step(&log, "COPY --parents x/./sub/", "DONE");
     // the variable's value is part of the heredoc step's cache key
     let log = ok(env.build(&["-t", "par:3", "--build-arg", "WHO=other"]));
-    assert!(
-        step_status(&log, "COPY <<EOF /expanded.txt").contains("DONE"),
-        "{log}"
-    );
+    assert_step(&log, "COPY <<EOF /expanded.txt", "DONE");
     leaks.assert_clean();
     env.assert_no_leftovers();
 }
@@ -1038,19 +1022,10 @@ fn copy_link_layers_survive_a_base_change() {
     ok(env.build(&["-t", "link:1"]));
     let log = ok(env.build(&["-t", "link:2", "--build-arg", "BASE=base2:1"]));
     // the linked steps are reused on the new base; what is not linked reruns
-    assert!(
-        step_status(&log, "COPY --link app.txt").contains("CACHED"),
-        "{log}"
-    );
-    assert!(
-        step_status(&log, "COPY --link --chown").contains("CACHED"),
-        "{log}"
-    );
-    assert!(
-        step_status(&log, "COPY plain.txt").contains("DONE"),
-        "{log}"
-    );
-    assert!(step_status(&log, "RUN cat").contains("DONE"), "{log}");
+    assert_step(&log, "COPY --link app.txt", "CACHED");
+    assert_step(&log, "COPY --link --chown", "CACHED");
+    assert_step(&log, "COPY plain.txt", "DONE");
+    assert_step(&log, "RUN cat", "DONE");
     let store = env.store();
     let l1 = layer_digests(&store, "link:1");
     let l2 = layer_digests(&store, "link:2");
@@ -1326,11 +1301,8 @@ fn add_clones_git_repositories() {
     fs::write(repo.join("a.txt"), "v3\n").unwrap();
     g(&["commit", "-qam", "three"]);
     let log = ok(env.build(&["-t", "git:3"]));
-    assert!(step_status(&log, "#v1 /src/").contains("CACHED"), "{log}");
-    assert!(
-        step_status(&log, "--keep-git-dir").contains("DONE"),
-        "{log}"
-    );
+    assert_step(&log, "#v1 /src/", "CACHED");
+    assert_step(&log, "--keep-git-dir", "DONE");
     let files = layer_files(&env.store(), "git:3");
     assert!(file_in(&files, "seen").unwrap().1.starts_with("v1\nv3\n"));
     // a ref the remote does not have is a clear error

@@ -1629,18 +1629,7 @@ impl MountRace {
 #[test]
 fn apply_pods_get_the_secure_defaults() {
     let (roots, leak) = setup();
-    let mut serve = roots
-        .berth()
-        .args(["serve", "--interval", "0.3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    while !roots.state().join("serve.lock").exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let serve = roots.serve("0.3").unwrap();
     let manifest = roots.path().join("pod.yaml");
     std::fs::write(
         &manifest,
@@ -1655,10 +1644,7 @@ fn apply_pods_get_the_secure_defaults() {
         logs = text(&berth(&roots, &["logs", "confined", "-c", "app"]).stdout);
     }
     let _ = berth(&roots, &["delete", "pod", "confined"]);
-    let _ = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status();
-    let _ = serve.wait();
+    drop(serve);
     for id in ok(&roots, &["ps", "-aq"]).split_whitespace() {
         let _ = berth(&roots, &["rm", "-f", id]);
     }

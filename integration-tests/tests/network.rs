@@ -506,10 +506,6 @@ fn none_and_host_modes_make_no_links() {
     leaks.assert_clean();
 }
 
-fn berth(roots: &TestRoots, args: &[&str]) -> std::process::Output {
-    roots.berth().args(args).output().expect("run berth")
-}
-
 #[test]
 fn cli_network_create_ls_inspect_rm() {
     require_root();
@@ -517,24 +513,21 @@ fn cli_network_create_ls_inspect_rm() {
     let name = format!("clinet{}", std::process::id());
     let leaks = LeakCheck::new(&[roots.path().to_string_lossy().into_owned(), name.clone()]);
     let subnet = test_subnet(3).to_string();
-    let out = berth(
-        &roots,
-        &[
-            "network", "create", "--subnet", &subnet, "--label", "team=net", &name,
-        ],
-    );
+    let out = roots.output(&[
+        "network", "create", "--subnet", &subnet, "--label", "team=net", &name,
+    ]);
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(id.len(), 64);
 
-    let out = berth(&roots, &["network", "create", &name]);
+    let out = roots.output(&["network", "create", &name]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!("berth: network {name} already exists")
     );
 
-    let out = berth(&roots, &["network", "ls"]);
+    let out = roots.output(&["network", "ls"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("NETWORK ID"), "{text}");
     let line = text.lines().find(|l| l.contains(&name)).expect("listed");
@@ -546,14 +539,14 @@ fn cli_network_create_ls_inspect_rm() {
             "{text}"
         );
     }
-    let out = berth(&roots, &["network", "ls", "-q"]);
+    let out = roots.output(&["network", "ls", "-q"]);
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| l == &id[..12])
     );
 
-    let out = berth(&roots, &["network", "inspect", &name]);
+    let out = roots.output(&["network", "inspect", &name]);
     assert!(out.status.success(), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json[0]["Name"], name.as_str());
@@ -561,16 +554,16 @@ fn cli_network_create_ls_inspect_rm() {
     assert_eq!(json[0]["Subnet"], subnet.as_str());
     assert_eq!(json[0]["Labels"]["team"], "net");
 
-    let out = berth(&roots, &["network", "rm", &name, "nosuchnet"]);
+    let out = roots.output(&["network", "rm", &name, "nosuchnet"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "berth: network nosuchnet not found"
     );
-    let out = berth(&roots, &["network", "inspect", &name]);
+    let out = roots.output(&["network", "inspect", &name]);
     assert_eq!(out.status.code(), Some(1));
-    let out = berth(&roots, &["network", "rm", "host"]);
+    let out = roots.output(&["network", "rm", "host"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "berth: host is a predefined network: it cannot be removed"
@@ -591,23 +584,6 @@ fn engine_roots() -> (TestRoots, LeakCheck) {
     (roots, leaks)
 }
 
-fn berth_ok(roots: &TestRoots, args: &[&str]) -> String {
-    let out = roots
-        .berth()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth");
-    assert!(
-        out.status.success(),
-        "berth {args:?}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn run_published_port_answers_over_http_from_the_host() {
     let (roots, leaks) = engine_roots();
@@ -617,21 +593,18 @@ fn run_published_port_answers_over_http_from_the_host() {
         .unwrap()
         .bridge;
     let publish = format!("127.0.0.1:{port}:80");
-    berth_ok(
-        &roots,
-        &[
-            "run", "-d", "--name", "web", "-p", &publish, "busybox", "httpd", "-f", "-p", "80",
-            "-h", "/etc",
-        ],
-    );
+    roots.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, "busybox", "httpd", "-f", "-p", "80", "-h",
+        "/etc",
+    ]);
     let body = integration_tests::http_get(
         SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         "/passwd",
         Duration::from_secs(10),
     );
-    berth_ok(&roots, &["rm", "-f", "web"]);
+    roots.ok(&["rm", "-f", "web"]);
     assert!(link_exists(&bridge));
-    berth_ok(&roots, &["network", "rm", "bridge"]);
+    roots.ok(&["network", "rm", "bridge"]);
     let body = body.unwrap();
     assert!(
         body.starts_with("HTTP/1.1 200") && body.contains("root:x:0:0"),
@@ -648,25 +621,22 @@ fn run_published_port_answers_over_http_from_the_host() {
 fn run_on_a_user_network_resolves_containers_by_name() {
     let (roots, leaks) = engine_roots();
     let net = format!("e2enet{}", std::process::id());
-    berth_ok(&roots, &["network", "create", &net]);
-    berth_ok(
-        &roots,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "srv",
-            "--network",
-            &net,
-            "busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/etc",
-        ],
-    );
+    roots.ok(&["network", "create", &net]);
+    roots.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        &net,
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let fetched = loop {
         let out = roots
@@ -713,8 +683,8 @@ fn run_on_a_user_network_resolves_containers_by_name() {
         .args(["network", "rm", &net])
         .output()
         .unwrap();
-    berth_ok(&roots, &["rm", "-f", "srv"]);
-    berth_ok(&roots, &["network", "rm", &net, "bridge"]);
+    roots.ok(&["rm", "-f", "srv"]);
+    roots.ok(&["network", "rm", &net, "bridge"]);
     assert!(
         String::from_utf8_lossy(&fetched.stdout).contains("root:x:0:0"),
         "wget http://srv/: {fetched:?}"
@@ -735,34 +705,28 @@ fn run_on_a_user_network_resolves_containers_by_name() {
 #[test]
 fn run_network_none_has_only_lo_and_host_sees_the_host() {
     let (roots, leaks) = engine_roots();
-    let none = berth_ok(
-        &roots,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "busybox",
-            "ip",
-            "-o",
-            "link",
-        ],
-    );
+    let none = roots.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
     let names: Vec<&str> = none.lines().filter_map(|l| l.split(": ").nth(1)).collect();
     assert_eq!(names, ["lo"], "{none}");
-    let host = berth_ok(
-        &roots,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "busybox",
-            "ip",
-            "-o",
-            "link",
-        ],
-    );
+    let host = roots.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
     for entry in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == "eth0" || name == "lo" {
@@ -772,16 +736,13 @@ fn run_network_none_has_only_lo_and_host_sees_the_host() {
             );
         }
     }
-    let bridge = berth_ok(
-        &roots,
-        &["run", "--rm", "busybox", "ip", "-o", "-4", "addr"],
-    );
+    let bridge = roots.ok(&["run", "--rm", "busybox", "ip", "-o", "-4", "addr"]);
     assert!(
         bridge
             .lines()
             .any(|l| l.contains("eth0") && l.contains("inet 10.")),
         "{bridge}"
     );
-    berth_ok(&roots, &["network", "rm", "bridge"]);
+    roots.ok(&["network", "rm", "bridge"]);
     leaks.assert_clean();
 }

@@ -45,7 +45,7 @@ pub fn run() -> Result<()> {
     };
     containers(&berth)?;
     build(&berth)?;
-    let applied = apply(&berth);
+    let applied = apply(&berth, &state);
     // whatever happened, leave no container behind
     if let Ok(out) = berth(&["ps", "-aq"]).output() {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
@@ -280,16 +280,11 @@ fn build(berth: &dyn Fn(&[&str]) -> Command) -> Result<()> {
     Ok(())
 }
 
-fn apply(berth: &dyn Fn(&[&str]) -> Command) -> Result<()> {
+fn apply(berth: &dyn Fn(&[&str]) -> Command, state: &std::path::Path) -> Result<()> {
     util::banner("apply: examples/hello-web/deploy.yaml, 3 replicas behind a Service");
     println!("$ berth serve &");
-    let mut serve = berth(&["serve"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("start berth serve")?;
+    let serve = integration_tests::Serve::start(berth(&["serve"]), state)?;
     let result = (|| -> Result<()> {
-        std::thread::sleep(std::time::Duration::from_millis(300));
         let manifest = util::workspace_root().join("examples/hello-web/deploy.yaml");
         let manifest = manifest.to_string_lossy();
         show(&mut berth(&["apply", "-f", &manifest]))?;
@@ -328,8 +323,6 @@ fn apply(berth: &dyn Fn(&[&str]) -> Command) -> Result<()> {
         println!("-> deleted: no container left");
         Ok(())
     })();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let _ = serve.wait();
+    drop(serve);
     result
 }

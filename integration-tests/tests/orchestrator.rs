@@ -346,7 +346,24 @@ metadata: {name: site}
 spec:
   selector: {app: site}
   ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: site-np}
+spec:
+  type: NodePort
+  selector: {app: site}
+  ports: [{port: 80, targetPort: http, nodePort: NODEPORT}]
 "#;
+
+/// A NodePort (30000-32767) no socket of this host holds, different per test process.
+fn free_node_port() -> u16 {
+    let start = 30000 + (std::process::id() % 2000) as u16;
+    (start..=32767)
+        .chain(30000..start)
+        .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+        .expect("a free port in 30000-32767")
+}
 
 /// One bounded HTTP GET; the body, or None on any failure.
 fn http_get(ip: &str, port: u16) -> Option<String> {
@@ -371,7 +388,9 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
     let mut c = Cluster::new();
     let leaks = LeakCheck::new(&[c.roots.path().display().to_string()]);
     c.start_serve();
-    c.apply(&WEB.replace("VERSION", "v1"));
+    let np = free_node_port();
+    let web = WEB.replace("NODEPORT", &np.to_string());
+    c.apply(&web.replace("VERSION", "v1"));
     c.wait_pods("2 ready web pods", all_ready(2));
     let svc: Value = serde_json::from_str(&c.ok(&["get", "svc", "site", "-o", "json"])).unwrap();
     let ip = svc["status"]["clusterIP"]
@@ -383,17 +402,34 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
         "virtual IP from the benchmark range: {ip}"
     );
     let table = c.ok(&["get", "services"]);
-    assert!(
-        table.contains(&format!("site   ClusterIP   {ip}   80/TCP")),
-        "{table}"
-    );
+    // columns: NAME TYPE CLUSTER-IP PORT(S) AGE
+    let row = |name: &str| -> Vec<String> {
+        let line = table.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.into_iter()
+            .flat_map(|l| l.split_whitespace().take(4).map(str::to_string))
+            .collect()
+    };
+    assert_eq!(row("site"), ["site", "ClusterIP", &ip, "80/TCP"], "{table}");
+    let np_ports = format!("80:{np}/TCP");
+    let np_row = row("site-np");
+    assert_eq!(np_row.get(1), Some(&"NodePort".to_string()), "{table}");
+    assert_eq!(np_row.get(3), Some(&np_ports), "{table}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while http_get(&ip, 80).as_deref() != Some("v1") {
         assert!(Instant::now() < deadline, "service never answered v1");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // the NodePort answers on the host's loopback address too
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get("127.0.0.1", np).as_deref() != Some("v1") {
+        assert!(
+            Instant::now() < deadline,
+            "NodePort 127.0.0.1:{np} never answered v1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let before: Vec<String> = c.pods().into_iter().map(|p| p.0).collect();
-    c.apply(&WEB.replace("VERSION", "v2"));
+    c.apply(&web.replace("VERSION", "v2"));
     let (mut answered, mut failed) = (0, Vec::new());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -446,7 +482,8 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             .args(["list", "ruleset"])
             .output()
             .unwrap();
-        !String::from_utf8_lossy(&nft.stdout).contains(&ip)
+        let nft = String::from_utf8_lossy(&nft.stdout);
+        !nft.contains(&ip) && !nft.contains(&format!("dport {np} "))
     });
     c.kill_serve(SIGTERM);
     // the Service's rules (their table carries the root's path) are gone

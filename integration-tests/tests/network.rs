@@ -746,3 +746,93 @@ fn run_network_none_has_only_lo_and_host_sees_the_host() {
     roots.ok(&["network", "rm", "bridge"]);
     leaks.assert_clean();
 }
+
+/// CVE-2020-8558 (kube-proxy): the bridge needs `route_localnet` so that 127.0.0.1
+/// published ports and NodePorts reach containers, and that same setting made the
+/// host accept packets for 127.0.0.0/8 arriving from the bridge. A container that
+/// routes 127.0.0.0/8 to its gateway (one with NET_ADMIN in its namespace can; one
+/// with NET_RAW can forge such packets) must get nothing to a service on the host's
+/// loopback, while what it sends to the gateway arrives (the control) and a port
+/// published on 127.0.0.1 keeps answering the host.
+#[test]
+fn containers_cannot_reach_the_hosts_loopback_services() {
+    let (roots, leaks) = TestRoots::with_busybox();
+    let published = berth_net::ports::pick_free(Ipv4Addr::LOCALHOST, Proto::Tcp, &[]).unwrap();
+    roots.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "prober",
+        "-p",
+        &format!("127.0.0.1:{published}:80"),
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let pid = roots.ok(&["inspect", "--format", "{{.State.Pid}}", "prober"]);
+    let gateway = roots.ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Gateway}}",
+        "prober",
+    ]);
+    let gateway: Ipv4Addr = gateway.trim().parse().unwrap();
+    // a UDP service on the host's loopback only, and a control one on the gateway
+    let lo_only = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let control = std::net::UdpSocket::bind((gateway, 0)).unwrap();
+    for s in [&lo_only, &control] {
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+    }
+    let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+    // the container's namespace sends 127.0.0.0/8 to the host, then a datagram to
+    // each service
+    let sent = Command::new(require_cmd("nsenter"))
+        .args(["-t", pid.trim(), "-n", "bash", "-c"])
+        .arg(format!(
+            "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet && \
+             ip route del table local local 127.0.0.1 dev lo && \
+             ip route del table local local 127.0.0.0/8 dev lo && \
+             ip route add 127.0.0.0/8 via {gateway} dev eth0 && \
+             echo control > /dev/udp/{gateway}/{} && echo forged > /dev/udp/127.0.0.1/{}",
+            port(&control),
+            port(&lo_only)
+        ))
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", integration_tests::text(&sent));
+    let mut buf = [0u8; 64];
+    let got = control
+        .recv_from(&mut buf)
+        .map(|(n, from)| (buf[..n].to_vec(), from));
+    assert!(
+        got.as_ref().is_ok_and(|(b, _)| b == b"control\n"),
+        "the container's datagram to its gateway did not arrive: {got:?}"
+    );
+    let got = lo_only
+        .recv_from(&mut buf)
+        .map(|(n, from)| (buf[..n].to_vec(), from));
+    assert!(
+        got.is_err(),
+        "a container reached the host's 127.0.0.1:{}: {got:?}",
+        port(&lo_only)
+    );
+    // the host still reaches the container through its 127.0.0.1 port (the replies
+    // come back through the bridge to 127.0.0.1)
+    let body = integration_tests::http_get(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, published)),
+        "/passwd",
+        Duration::from_secs(10),
+    );
+    assert!(
+        body.as_deref().is_ok_and(|b| b.contains("root:x:0:0")),
+        "{body:?}"
+    );
+    roots.ok(&["rm", "-f", "prober"]);
+    roots.ok(&["network", "rm", "bridge"]);
+    leaks.assert_clean();
+}

@@ -1,7 +1,15 @@
 //! Host rules of one network, in an nftables table of its own: masquerade for
 //! outbound traffic, DNAT of published ports (from other hosts through prerouting,
-//! from this host itself through output, loopback included) and the loopback
-//! masquerade that makes 127.0.0.1:PORT reach a container.
+//! from this host itself through output, loopback included), the loopback
+//! masquerade that makes 127.0.0.1:PORT reach a container, and the guard that keeps
+//! containers off the host's loopback.
+//!
+//! The guard: the bridge has `route_localnet` on (127.0.0.1:PORT and NodePorts are
+//! routed to containers through it), which also makes the host accept packets for
+//! 127.0.0.0/8 arriving from the bridge, so a container that routes them to its
+//! gateway would reach services the host binds to loopback only (kube-proxy's
+//! CVE-2020-8558). Such packets are dropped on input unless they belong to a
+//! connection this host DNATed (the replies of 127.0.0.1:PORT traffic).
 //!
 //! Published ports are elements of maps keyed by (address, port) or port alone, each
 //! element carrying the container id as its comment: publishing and unpublishing is
@@ -86,6 +94,9 @@ table ip {table} {{
     ip saddr {subnet} oifname != \"{bridge}\" masquerade
     oifname \"{bridge}\" ip saddr 127.0.0.0/8 masquerade
   }}
+  chain loopback_guard {{ type filter hook input priority filter; policy accept;
+    iifname \"{bridge}\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop
+  }}
 }}
 "
     )
@@ -167,6 +178,15 @@ pub fn unpublish(table: &str, ports: &[Mapping]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn up_guards_the_hosts_loopback_from_the_bridge() {
+        let s = up_script("t", "br0", "10.9.0.0/24".parse().unwrap());
+        assert!(
+            s.contains("type filter hook input priority filter; policy accept;\n    iifname \"br0\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop"),
+            "{s}"
+        );
+    }
 
     #[test]
     fn scripts_name_the_container_and_key_by_address() {

@@ -75,29 +75,52 @@ impl Snapshot {
 
 /// The audit after the suite: fails listing what the run left (under CI: anything).
 /// Processes get a few seconds to finish exiting before anything counts.
-pub fn check(before: &Snapshot) -> Result<()> {
+///
+/// Off CI, on a machine shared with other engineers, what appeared during the run
+/// but belongs to another run still going is listed and not counted: objects under
+/// a test root that a live test process owns (the suite has finished, so that
+/// process is another run's), cgroups of the containers in such roots, processes of
+/// berth binaries from another target directory, and, while such a run exists,
+/// bridges, veths and nft tables (their names do not say their root).
+pub fn check(before: &Snapshot, own_target: &Path) -> Result<()> {
     let ci = in_ci();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (now, blamed) = loop {
+    let (now, blamed, others) = loop {
         let now = Snapshot::take();
-        let blamed: Vec<String> = if ci {
+        let new: Vec<String> = if ci {
             now.items.iter().cloned().collect()
         } else {
             now.items.difference(&before.items).cloned().collect()
         };
+        let (others, blamed): (Vec<String>, Vec<String>) = if ci {
+            (Vec::new(), new)
+        } else {
+            let live = LiveRuns::find(own_target);
+            new.into_iter().partition(|item| live.owns(item))
+        };
         if blamed.is_empty() || Instant::now() >= deadline {
-            break (now, blamed);
+            break (now, blamed, others);
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let old = now.items.intersection(&before.items).count();
-    if !ci && old > 0 {
+    let old: Vec<&String> = now.items.intersection(&before.items).collect();
+    if !ci && !old.is_empty() {
         println!(
-            "leak audit: {old} berth object(s) existed before the run and are not counted \
-             (another engineer's work, or an earlier run; CI=true counts them)"
+            "leak audit: {} berth object(s) existed before the run and are not counted \
+             (another engineer's work, or an earlier run; CI=true counts them)",
+            old.len()
         );
-        for item in now.items.intersection(&before.items) {
+        for item in &old {
             println!("  (before) {item}");
+        }
+    }
+    if !others.is_empty() {
+        println!(
+            "leak audit: {} berth object(s) of another test run still going are not counted",
+            others.len()
+        );
+        for item in &others {
+            println!("  (other run) {item}");
         }
     }
     if blamed.is_empty() {
@@ -107,7 +130,12 @@ pub fn check(before: &Snapshot) -> Result<()> {
         return Ok(());
     }
     for item in &blamed {
-        println!("  LEAK {item}");
+        let when = if ci && before.items.contains(item) {
+            " (there before the run)"
+        } else {
+            ""
+        };
+        println!("  LEAK {item}{when}");
     }
     bail!(
         "leak audit: {} thing(s) left on the host {}",
@@ -118,6 +146,60 @@ pub fn check(before: &Snapshot) -> Result<()> {
             "that were not there before the run"
         }
     )
+}
+
+/// Other test runs going on at the audit: roots a live test process owns, the
+/// container ids in them, and the target directory of this run's binaries.
+#[derive(Debug, Default)]
+struct LiveRuns {
+    roots: Vec<String>,
+    ids: BTreeSet<String>,
+    own_target: String,
+}
+
+impl LiveRuns {
+    fn find(own_target: &Path) -> LiveRuns {
+        let procs = proc_list();
+        let (boot, ticks) = (boot_time(), clock_ticks());
+        let mut live = LiveRuns {
+            own_target: format!("{}/", own_target.display()),
+            ..LiveRuns::default()
+        };
+        for dir in test_root_dirs(&[]) {
+            let Ok(meta) = fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            let made = meta
+                .created()
+                .or_else(|_| meta.modified())
+                .unwrap_or_else(|_| SystemTime::now());
+            if in_use(&dir, made, &procs, boot, ticks).is_some() {
+                let (names, _) = container_names(&dir);
+                live.ids.extend(names.into_iter().filter(|n| n.len() >= 12));
+                live.roots.push(format!("{}/", dir.display()));
+            }
+        }
+        live
+    }
+
+    /// Whether a snapshot line belongs to one of these runs.
+    fn owns(&self, item: &str) -> bool {
+        if self.roots.iter().any(|r| item.contains(r.as_str()))
+            || self.ids.iter().any(|id| item.contains(id.as_str()))
+        {
+            return true;
+        }
+        // a berth binary of another build: "process: pid N `/x/debug/berth ...`"
+        if let Some(exe) = item
+            .split_once('`')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            && (exe.ends_with("/berth") || exe.ends_with("/berth-oci"))
+            && !exe.starts_with(&self.own_target)
+        {
+            return true;
+        }
+        !self.roots.is_empty() && (item.starts_with("link: ") || item.starts_with("nft: "))
+    }
 }
 
 /// Whether `path` is inside a berth root: a test root under the temp directory, the
@@ -484,20 +566,7 @@ pub fn sweep(
     only: &[PathBuf],
     dry_run: bool,
 ) -> Result<()> {
-    let tmp = std::env::temp_dir();
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for base in [tmp.as_path(), Path::new("/tmp")] {
-        let Ok(rd) = fs::read_dir(base) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if TEST_ROOT_PREFIXES.iter().any(|p| name.starts_with(p))
-                && e.file_type().is_ok_and(|t| t.is_dir())
-                && (only.is_empty() || only.iter().any(|o| *o == e.path()))
-            {
-                dirs.insert(e.path());
-            }
-        }
-    }
+    let dirs = test_root_dirs(only);
     let procs = proc_list();
     let boot = boot_time();
     let ticks = clock_ticks();
@@ -546,6 +615,25 @@ pub fn sweep(
         if dry_run { "to sweep" } else { "swept" }
     );
     Ok(())
+}
+
+/// The test roots in the temp directory (only those in `only` when it is not empty).
+fn test_root_dirs(only: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let tmp = std::env::temp_dir();
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for base in [tmp.as_path(), Path::new("/tmp")] {
+        let Ok(rd) = fs::read_dir(base) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if TEST_ROOT_PREFIXES.iter().any(|p| name.starts_with(p))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && (only.is_empty() || only.iter().any(|o| *o == e.path()))
+            {
+                dirs.insert(e.path());
+            }
+        }
+    }
+    dirs
 }
 
 /// Who may still be using a root: its recorded owner if alive, else (no owner file)

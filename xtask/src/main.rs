@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("install") => install::prerequisites(),
         Some("fuzz") => fuzz::run(&args[1..]),
-        Some("audit") => audit::check(&audit::Snapshot::default()),
+        Some("audit") => audit::check(&audit::Snapshot::default(), &util::target_dir()),
         Some("sweep") => {
             let dry_run = args.iter().any(|a| a == "--dry-run");
             let only: Vec<std::path::PathBuf> = args[1..]
@@ -127,7 +127,9 @@ fn test(filters: &[String]) -> Result<()> {
         step("doc tests", &mut || {
             util::cargo(&["test", "--workspace", "--doc", "--locked"])
         });
-        step("leak audit", &mut || audit::check(&before));
+        step("leak audit", &mut || {
+            audit::check(&before, &util::target_dir())
+        });
         // a short pass: new crashes on inputs near the seeds, and the targets build
         step("fuzz (short pass)", &mut || {
             fuzz::run(&["--seconds".into(), FUZZ_CI_SECONDS.into()])

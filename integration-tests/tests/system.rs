@@ -55,7 +55,8 @@ const SANDBOX_PREFIX: &str = "BERTH_SANDBOX_CREATOR_PREFIX";
 /// half-made sandbox as an interrupted operation (never as a problem), `--repair`
 /// removes it, and nothing is left on the host. A round whose kill fell between
 /// sandboxes proves nothing, so the test needs at least one kill inside a creation
-/// (a row without its network, seen in the database) to pass.
+/// (a row without its network, seen in the database) to pass. Then the reverse: a
+/// sandbox's pinned namespace whose row is gone is a problem that `--repair` unpins.
 #[test]
 fn kill_9_of_sandbox_create_is_listed_and_repaired() {
     use std::io::BufRead;
@@ -172,6 +173,39 @@ fn kill_9_of_sandbox_create_is_listed_and_repaired() {
     assert!(
         hits > 0,
         "no kill in {rounds} rounds fell inside a sandbox creation: nothing was tested"
+    );
+    // the other way round: a pinned namespace whose row is gone (a remover killed
+    // after forgetting it) is a problem, which --repair unpins
+    let eng = berth_engine::Engine::open(&roots.root(), &roots.state()).unwrap();
+    let sb = berth_engine::sandbox::get(&eng, "r1-0").unwrap();
+    eng.conn
+        .execute("DELETE FROM sandboxes WHERE id = ?1", [&sb.id])
+        .unwrap();
+    drop(eng);
+    let pin = sb.netns.display().to_string();
+    assert!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&pin)
+    );
+    let out = roots.output(&["system", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dir = roots.state().join("net").join(&sb.id);
+    assert!(
+        !out.status.success()
+            && text.contains(&format!(
+                "problem: {} belongs to no container",
+                dir.display()
+            )),
+        "a namespace without its sandbox row is not reported:\n{text}"
+    );
+    roots.ok(&["system", "check", "--repair"]);
+    let (ok, _) = check(&["system", "check"]);
+    assert!(ok, "still not clean after --repair");
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&pin)
     );
     // the complete sandboxes are unused: prune takes them, their pins and veths, and
     // the default bridge they kept in use

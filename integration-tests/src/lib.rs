@@ -394,6 +394,14 @@ impl Drop for TestRoots {
     /// with the root so no test leaves a bridge or its nft table behind.
     fn drop(&mut self) {
         if self.root().join("berth.db").exists() {
+            // a test that failed midway leaves its containers running: remove them
+            // (a passing test removed its own, as its leak check proved)
+            if std::thread::panicking() {
+                let ids = self.output(&["ps", "-aq", "--no-trunc"]);
+                for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                    let _ = self.output(&["rm", "-f", id]);
+                }
+            }
             // sandboxes (pods) first: their endpoints keep a network in use
             let _ = self
                 .berth()

@@ -752,8 +752,9 @@ fn run_network_none_has_only_lo_and_host_sees_the_host() {
 /// host accept packets for 127.0.0.0/8 arriving from the bridge. A container that
 /// routes 127.0.0.0/8 to its gateway (one with NET_ADMIN in its namespace can; one
 /// with NET_RAW can forge such packets) must get nothing to a service on the host's
-/// loopback, while what it sends to the gateway arrives (the control) and a port
-/// published on 127.0.0.1 keeps answering the host.
+/// loopback, nor pass a datagram from 127.0.0.2 for the host's own, while what it
+/// sends to the gateway arrives (the control) and a port published on 127.0.0.1 keeps
+/// answering the host.
 #[test]
 fn containers_cannot_reach_the_hosts_loopback_services() {
     let (roots, leaks) = TestRoots::with_busybox();
@@ -790,7 +791,7 @@ fn containers_cannot_reach_the_hosts_loopback_services() {
     }
     let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
     // the container's namespace sends 127.0.0.0/8 to the host, then a datagram to
-    // each service
+    // each service, then one from 127.0.0.2 to the gateway
     let sent = Command::new(require_cmd("nsenter"))
         .args(["-t", pid.trim(), "-n", "bash", "-c"])
         .arg(format!(
@@ -798,28 +799,41 @@ fn containers_cannot_reach_the_hosts_loopback_services() {
              ip route del table local local 127.0.0.1 dev lo && \
              ip route del table local local 127.0.0.0/8 dev lo && \
              ip route add 127.0.0.0/8 via {gateway} dev eth0 && \
-             echo control > /dev/udp/{gateway}/{} && echo forged > /dev/udp/127.0.0.1/{}",
-            port(&control),
-            port(&lo_only)
+             echo control > /dev/udp/{gateway}/{c} && echo forged > /dev/udp/127.0.0.1/{} && \
+             ip addr add 127.0.0.2/32 dev eth0 && \
+             ip route replace {gateway}/32 dev eth0 src 127.0.0.2 && \
+             echo spoofed > /dev/udp/{gateway}/{c}",
+            port(&lo_only),
+            c = port(&control),
         ))
         .output()
         .unwrap();
     assert!(sent.status.success(), "{}", integration_tests::text(&sent));
-    let mut buf = [0u8; 64];
-    let got = control
-        .recv_from(&mut buf)
-        .map(|(n, from)| (buf[..n].to_vec(), from));
+    let recv = |s: &std::net::UdpSocket| {
+        let mut buf = [0u8; 64];
+        s.recv_from(&mut buf)
+            .map(|(n, from)| (String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    };
+    let got = recv(&control);
     assert!(
-        got.as_ref().is_ok_and(|(b, _)| b == b"control\n"),
+        got.as_ref().is_ok_and(|(b, _)| b == "control\n"),
         "the container's datagram to its gateway did not arrive: {got:?}"
     );
-    let got = lo_only
-        .recv_from(&mut buf)
-        .map(|(n, from)| (buf[..n].to_vec(), from));
+    // the rest was sent before the control arrived: a short wait is enough
+    for s in [&lo_only, &control] {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    let got = recv(&lo_only);
     assert!(
         got.is_err(),
         "a container reached the host's 127.0.0.1:{}: {got:?}",
         port(&lo_only)
+    );
+    let got = recv(&control);
+    assert!(
+        got.is_err(),
+        "a container passed a datagram from loopback for the host's own: {got:?}"
     );
     // the host still reaches the container through its 127.0.0.1 port (the replies
     // come back through the bridge to 127.0.0.1)

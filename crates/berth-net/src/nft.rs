@@ -8,8 +8,10 @@
 //! routed to containers through it), which also makes the host accept packets for
 //! 127.0.0.0/8 arriving from the bridge, so a container that routes them to its
 //! gateway would reach services the host binds to loopback only (kube-proxy's
-//! CVE-2020-8558). Such packets are dropped on input unless they belong to a
-//! connection this host DNATed (the replies of 127.0.0.1:PORT traffic).
+//! CVE-2020-8558), and packets from 127.0.0.0/8 (forged) would pass for the host's
+//! own. Both are dropped on input from the bridge, except packets to 127.0.0.0/8 of
+//! a connection this host DNATed (the replies of 127.0.0.1:PORT traffic; on input
+//! their source is still the container's).
 //!
 //! Published ports are elements of maps keyed by (address, port) or port alone, each
 //! element carrying the container id as its comment: publishing and unpublishing is
@@ -96,6 +98,7 @@ table ip {table} {{
   }}
   chain loopback_guard {{ type filter hook input priority filter; policy accept;
     iifname \"{bridge}\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop
+    iifname \"{bridge}\" ip saddr 127.0.0.0/8 drop
   }}
 }}
 "
@@ -183,7 +186,7 @@ mod tests {
     fn up_guards_the_hosts_loopback_from_the_bridge() {
         let s = up_script("t", "br0", "10.9.0.0/24".parse().unwrap());
         assert!(
-            s.contains("type filter hook input priority filter; policy accept;\n    iifname \"br0\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop"),
+            s.contains("type filter hook input priority filter; policy accept;\n    iifname \"br0\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop\n    iifname \"br0\" ip saddr 127.0.0.0/8 drop\n"),
             "{s}"
         );
     }

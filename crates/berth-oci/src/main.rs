@@ -12,7 +12,6 @@ mod specgen;
 use anyhow::{Context, Result, bail};
 use berth_runtime::container as c;
 use berth_runtime::{State, Status};
-use clap::Parser;
 use cli::{Cli, Cmd};
 use std::io::Read;
 use std::path::{Path, PathBuf};

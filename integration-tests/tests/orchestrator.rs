@@ -353,7 +353,9 @@ metadata: {name: site-np}
 spec:
   type: NodePort
   selector: {app: site}
-  ports: [{port: 80, targetPort: http, nodePort: NODEPORT}]
+  ports:
+    - {name: fixed, port: 80, targetPort: http, nodePort: NODEPORT}
+    - {name: allocated, port: 81, targetPort: http}
 "#;
 
 /// A NodePort (30000-32767) no socket of this host holds, different per test process.
@@ -410,7 +412,15 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             .collect()
     };
     assert_eq!(row("site"), ["site", "ClusterIP", &ip, "80/TCP"], "{table}");
-    let np_ports = format!("80:{np}/TCP");
+    // the port without a nodePort got one of the range, shown as kubectl shows it
+    let np_svc: Value =
+        serde_json::from_str(&c.ok(&["get", "svc", "site-np", "-o", "json"])).unwrap();
+    let auto = np_svc["spec"]["ports"][1]["nodePort"].as_u64().unwrap_or(0) as u16;
+    assert!(
+        (30000..=32767).contains(&auto) && auto != np,
+        "allocated NodePort: {np_svc}"
+    );
+    let np_ports = format!("80:{np}/TCP,81:{auto}/TCP");
     let np_row = row("site-np");
     assert_eq!(np_row.get(1), Some(&"NodePort".to_string()), "{table}");
     assert_eq!(np_row.get(3), Some(&np_ports), "{table}");
@@ -419,14 +429,16 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
         assert!(Instant::now() < deadline, "service never answered v1");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // the NodePort answers on the host's loopback address too
+    // the NodePorts answer on the host's loopback address too
     let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get("127.0.0.1", np).as_deref() != Some("v1") {
-        assert!(
-            Instant::now() < deadline,
-            "NodePort 127.0.0.1:{np} never answered v1"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    for port in [np, auto] {
+        while http_get("127.0.0.1", port).as_deref() != Some("v1") {
+            assert!(
+                Instant::now() < deadline,
+                "NodePort 127.0.0.1:{port} never answered v1"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let before: Vec<String> = c.pods().into_iter().map(|p| p.0).collect();
     c.apply(&web.replace("VERSION", "v2"));
@@ -483,7 +495,9 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             .output()
             .unwrap();
         let nft = String::from_utf8_lossy(&nft.stdout);
-        !nft.contains(&ip) && !nft.contains(&format!("dport {np} "))
+        !nft.contains(&ip)
+            && !nft.contains(&format!("dport {np} "))
+            && !nft.contains(&format!("dport {auto} "))
     });
     c.kill_serve(SIGTERM);
     // the Service's rules (their table carries the root's path) are gone

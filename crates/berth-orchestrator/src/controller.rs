@@ -356,9 +356,10 @@ impl<'a> Controller<'a> {
             };
             let (ns, name) = (o.object.namespace(), &o.object.metadata.name);
             let ip = services::cluster_ip(conn, &self.engine.root, ns, name)?;
+            let spec = services::with_node_ports(conn, &self.engine.root, ns, name, spec)?;
             keep.push((ns.to_string(), name.clone()));
             names.push((ns.to_string(), name.clone(), ip));
-            rendered.push(services::render(spec, ns, ip, &endpoints));
+            rendered.push(services::render(&spec, ns, ip, &endpoints));
         }
         services::release_missing(conn, &keep)?;
         if self.last_dns.as_ref() != Some(&names) {

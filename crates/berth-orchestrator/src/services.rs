@@ -6,6 +6,9 @@
 //! Service before it goes. Virtual IPs come from 198.18.0.0/15 (reserved for
 //! benchmarking, RFC 2544: never a real destination), one /24 per root; traffic to a
 //! virtual IP without endpoints is rejected on this host rather than sent anywhere.
+//! A NodePort Service port without a `nodePort` gets one from 30000-32767, as in
+//! Kubernetes: the first free one from a start derived from the root, kept while the
+//! port exists.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -25,7 +28,18 @@ CREATE TABLE IF NOT EXISTS k8s_service_ips (
     ip TEXT NOT NULL UNIQUE,
     PRIMARY KEY (namespace, name)
 );
+CREATE TABLE IF NOT EXISTS k8s_service_node_ports (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    node_port INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (namespace, name, protocol, port)
+);
 ";
+
+/// The range NodePorts come from.
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// A ready pod as a Service sees it.
 #[derive(Debug, Clone)]
@@ -94,7 +108,129 @@ pub fn allocated(conn: &rusqlite::Connection, ns: &str, name: &str) -> Option<Ip
     .and_then(|s| s.parse().ok())
 }
 
-/// Forgets the virtual IPs of Services that are gone.
+/// The NodePort allocated to `port`/`protocol` of a Service, if any.
+pub fn allocated_node_port(
+    conn: &rusqlite::Connection,
+    ns: &str,
+    name: &str,
+    protocol: &str,
+    port: i64,
+) -> Option<u16> {
+    conn.query_row(
+        "SELECT node_port FROM k8s_service_node_ports
+         WHERE namespace=?1 AND name=?2 AND protocol=?3 AND port=?4",
+        params![ns, name, protocol, port],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// `spec` with a `nodePort` on every port of a NodePort Service: the one written, or
+/// one allocated on first use (and kept). Allocations of ports the Service no longer
+/// has NodePorts for are released.
+pub fn with_node_ports(
+    conn: &rusqlite::Connection,
+    root: &Path,
+    ns: &str,
+    name: &str,
+    spec: &ServiceSpec,
+) -> Result<ServiceSpec, store::Error> {
+    let mut spec = spec.clone();
+    let node_port_type = spec.kind.as_deref() == Some("NodePort");
+    let mut wanted = Vec::new();
+    for p in spec.ports.iter_mut().filter(|_| node_port_type) {
+        if p.node_port.is_some() {
+            continue;
+        }
+        let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let np = match allocated_node_port(conn, ns, name, &proto, p.port) {
+            Some(np) => np,
+            None => allocate_node_port(conn, root, ns, name, &proto, p.port)?,
+        };
+        p.node_port = Some(np.into());
+        wanted.push((proto, p.port));
+    }
+    let held: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT protocol, port FROM k8s_service_node_ports WHERE namespace=?1 AND name=?2",
+        )?
+        .query_map(params![ns, name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (proto, port) in held.into_iter().filter(|h| !wanted.contains(h)) {
+        conn.execute(
+            "DELETE FROM k8s_service_node_ports
+             WHERE namespace=?1 AND name=?2 AND protocol=?3 AND port=?4",
+            params![ns, name, proto, port],
+        )?;
+    }
+    Ok(spec)
+}
+
+/// The first NodePort from a start derived from the root that no Service of this
+/// root holds (allocated or written) and no socket of this host is bound to.
+fn allocate_node_port(
+    conn: &rusqlite::Connection,
+    root: &Path,
+    ns: &str,
+    name: &str,
+    protocol: &str,
+    port: i64,
+) -> Result<u16, store::Error> {
+    let mut used: Vec<u16> = conn
+        .prepare("SELECT node_port FROM k8s_service_node_ports")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    used.extend(written_node_ports(conn)?);
+    let h = root_hash(root);
+    let span = NODE_PORTS.end() - NODE_PORTS.start() + 1;
+    let start = u16::from_be_bytes([h[2], h[3]]) % span;
+    let free = (0..span)
+        .map(|i| NODE_PORTS.start() + (start + i) % span)
+        .find(|np| !used.contains(np) && host_port_free(protocol, *np))
+        .ok_or_else(|| store::Error::NodePortsExhausted {
+            service: format!("{ns}/{name}"),
+        })?;
+    conn.execute(
+        "INSERT INTO k8s_service_node_ports (namespace, name, protocol, port, node_port)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![ns, name, protocol, port, free],
+    )?;
+    Ok(free)
+}
+
+/// NodePorts written in the manifests of this root's Services.
+fn written_node_ports(conn: &rusqlite::Connection) -> Result<Vec<u16>, store::Error> {
+    let manifests: Vec<String> = conn
+        .prepare("SELECT manifest FROM k8s_objects WHERE kind='Service'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(manifests
+        .iter()
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .flat_map(|v| {
+            v["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["nodePort"].as_u64())
+                .filter_map(|n| u16::try_from(n).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// Whether nothing on this host is bound to `port` (the NodePort rules would take
+/// its traffic).
+fn host_port_free(protocol: &str, port: u16) -> bool {
+    let any = (Ipv4Addr::UNSPECIFIED, port);
+    if protocol.eq_ignore_ascii_case("UDP") {
+        std::net::UdpSocket::bind(any).is_ok()
+    } else {
+        std::net::TcpListener::bind(any).is_ok()
+    }
+}
+
+/// Forgets the virtual IPs and NodePorts of Services that are gone.
 pub fn release_missing(
     conn: &rusqlite::Connection,
     keep: &[(String, String)],
@@ -107,6 +243,18 @@ pub fn release_missing(
         if !keep.contains(&(ns.clone(), name.clone())) {
             conn.execute(
                 "DELETE FROM k8s_service_ips WHERE namespace=?1 AND name=?2",
+                params![ns, name],
+            )?;
+        }
+    }
+    let with_ports: Vec<(String, String)> = conn
+        .prepare("SELECT DISTINCT namespace, name FROM k8s_service_node_ports")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (ns, name) in with_ports {
+        if !keep.contains(&(ns.clone(), name.clone())) {
+            conn.execute(
+                "DELETE FROM k8s_service_node_ports WHERE namespace=?1 AND name=?2",
                 params![ns, name],
             )?;
         }
@@ -297,5 +445,45 @@ mod tests {
         assert!(s.contains("reject"), "{s}");
         let empty = script(root, &[]);
         assert_eq!(empty.lines().count(), 2, "{empty}");
+    }
+
+    #[test]
+    fn node_ports_are_allocated_once_kept_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(dir.path()).unwrap();
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "type": "NodePort",
+            "ports": [
+                {"name": "a", "port": 80, "nodePort": 30080},
+                {"name": "b", "port": 81, "protocol": "UDP"}
+            ]
+        }))
+        .unwrap();
+        let got = with_node_ports(&conn, dir.path(), "default", "s", &spec).unwrap();
+        assert_eq!(got.ports[0].node_port, Some(30080), "written ones stay");
+        let auto = got.ports[1].node_port.unwrap();
+        assert!(
+            NODE_PORTS.contains(&(auto as u16)) && auto != 30080,
+            "{auto}"
+        );
+        assert_eq!(
+            allocated_node_port(&conn, "default", "s", "UDP", 81),
+            Some(auto as u16)
+        );
+        let again = with_node_ports(&conn, dir.path(), "default", "s", &spec).unwrap();
+        assert_eq!(again.ports[1].node_port, Some(auto), "kept");
+        // another Service gets another port
+        let other = with_node_ports(&conn, dir.path(), "default", "t", &spec).unwrap();
+        assert_ne!(other.ports[1].node_port, Some(auto));
+        // no longer a NodePort Service: released; a deleted Service: released
+        let cluster_ip = ServiceSpec {
+            kind: None,
+            ..spec.clone()
+        };
+        let plain = with_node_ports(&conn, dir.path(), "default", "s", &cluster_ip).unwrap();
+        assert_eq!(plain.ports[1].node_port, None);
+        assert_eq!(allocated_node_port(&conn, "default", "s", "UDP", 81), None);
+        release_missing(&conn, &[]).unwrap();
+        assert_eq!(allocated_node_port(&conn, "default", "t", "UDP", 81), None);
     }
 }

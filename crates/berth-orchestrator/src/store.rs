@@ -73,6 +73,12 @@ pub enum Error {
         /// Why.
         source: Box<manifest::Error>,
     },
+    /// Every NodePort of 30000-32767 is taken.
+    #[error("service {service}: no free NodePort in 30000-32767")]
+    NodePortsExhausted {
+        /// namespace/name of the Service.
+        service: String,
+    },
 }
 
 /// One stored object.

@@ -696,6 +696,8 @@ fn get(
                     .collect::<Vec<_>>()
             };
             let mut status = store::status(&conn, o.object.kind(), o.object.namespace(), &m.name);
+            // NodePorts serve allocated (Kubernetes shows them in spec.ports)
+            let mut node_ports: Vec<(usize, i64)> = Vec::new();
             let cols: Vec<String> = match &o.object.body {
                 Body::Job(j) => job_columns(j, &status),
                 Body::PersistentVolumeClaim(c) => {
@@ -765,9 +767,22 @@ fn get(
                     let ports: Vec<String> = svc
                         .ports
                         .iter()
-                        .map(|p| {
+                        .enumerate()
+                        .map(|(i, p)| {
                             let proto = p.protocol.as_deref().unwrap_or("TCP");
-                            match p.node_port {
+                            let allocated = berth_orchestrator::services::allocated_node_port(
+                                &conn,
+                                o.object.namespace(),
+                                &m.name,
+                                proto,
+                                p.port,
+                            )
+                            .filter(|_| p.node_port.is_none())
+                            .map(i64::from);
+                            if let Some(n) = allocated {
+                                node_ports.push((i, n));
+                            }
+                            match p.node_port.or(allocated) {
                                 Some(n) => format!("{}:{n}/{proto}", p.port),
                                 None => format!("{}/{proto}", p.port),
                             }
@@ -791,6 +806,9 @@ fn get(
                 v["metadata"]["creationTimestamp"] = json!(o.created);
                 if status != json!({}) {
                     v["status"] = status;
+                }
+                for (i, n) in &node_ports {
+                    v["spec"]["ports"][*i]["nodePort"] = json!(n);
                 }
                 items.push(v);
                 continue;

@@ -585,6 +585,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Deletes what removals left in the trash (see [`crate::trash`]).
+    pub fn empty_trash(&self) {
+        crate::trash::empty(&self.root);
+        crate::trash::empty(&self.state);
+    }
+
     /// Records that a container's run ended.
     pub fn record_exit(&self, id: &str, code: i64, next_state: &str) -> Result<()> {
         self.update(
@@ -777,10 +783,16 @@ impl Engine {
             // the monitor released the network and root just before
             self.release(&c.id);
         }
-        remove_dir(&self.run_dir(&c.id))?;
-        remove_dir(&self.container_dir(&c.id))?;
+        // renamed away now, deleted after the monitor reported the exit (see crate::trash)
+        let run_dir = self.run_dir(&c.id);
+        crate::trash::discard(&self.state, &run_dir).map_err(Error::io("remove", &run_dir))?;
+        let cdir = self.container_dir(&c.id);
+        crate::trash::discard(&self.root, &cdir).map_err(Error::io("remove", &cdir))?;
         self.conn
             .execute("DELETE FROM containers WHERE id = ?1", [&c.id])?;
+        if !from_monitor {
+            self.empty_trash();
+        }
         if volumes {
             for m in &c.mounts {
                 if let Some(n) = &m.name

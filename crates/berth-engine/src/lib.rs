@@ -25,6 +25,8 @@ pub mod slirp;
 pub mod spec;
 pub mod store;
 pub mod timefmt;
+pub mod trace;
+pub mod trash;
 pub mod volume;
 
 pub use config::CreateConfig;

@@ -265,6 +265,7 @@ pub fn spawn(
 /// The monitor's entry point (a hidden verb of the program calls it with the roots and
 /// the container id). Returns the process exit code.
 pub fn run(root: &Path, state_dir: &Path, id: &str) -> i32 {
+    crate::trace::mark("monitor: entry");
     let status: Option<OwnedFd> = std::env::var(FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -296,6 +297,7 @@ pub fn run(root: &Path, state_dir: &Path, id: &str) -> i32 {
             let _ = send(s, msg, fd);
         }
     };
+    crate::trace::mark("monitor: forked");
     let engine = match Engine::open(root, state_dir) {
         Ok(e) => e,
         Err(e) => {
@@ -303,14 +305,38 @@ pub fn run(root: &Path, state_dir: &Path, id: &str) -> i32 {
             return 125;
         }
     };
-    match supervise(&engine, id, &report) {
+    crate::trace::mark("monitor: engine open");
+    let rc = match supervise(&engine, id, &report) {
         Ok(code) => {
+            crate::trace::mark("monitor: report exit");
             report(&format!("exited {code}"), None);
             0
         }
         Err(e) => {
             report(&format!("failed {} {e}", e.exit_code()), None);
             1
+        }
+    };
+    // The starter has its answer; what follows only tidies up. Let go of the caller's
+    // stdio first, so a caller reading our output to its end does not wait for it.
+    drop(status);
+    release_stdio();
+    engine.empty_trash();
+    crate::store::checkpoint(&engine.conn);
+    crate::trace::mark("monitor: tidied");
+    rc
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+fn release_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto our own standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
 }
@@ -339,6 +365,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
     if let Err(e) = crate::attach::listen(&attach_sock, hub.clone()) {
         tracing::warn!(container = id, error = %e, "attach socket");
     }
+    crate::trace::mark("monitor: log and attach socket ready");
     let mut first = true;
     let code = loop {
         let c = engine.get(id)?;
@@ -365,6 +392,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
             first = false;
         }
         let code = reap(running.pid);
+        crate::trace::mark("monitor: reaped");
         // the runtime's delete runs while the output drains and the exit is recorded
         let mut deleting = rt.spawn_delete(&c.id).ok();
         let mut deleted = || {
@@ -384,6 +412,7 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
         }
         drop(running.dns);
         hub.finish(code);
+        crate::trace::mark("monitor: output drained");
         let now = match engine.get(id) {
             Ok(c) => c,
             Err(_) => {
@@ -422,17 +451,21 @@ fn supervise(engine: &Engine, id: &str, report: &dyn Fn(&str, Option<RawFd>)) ->
             continue;
         }
         engine.record_exit(&c.id, i64::from(code), state::EXITED)?;
+        crate::trace::mark("monitor: exit recorded");
         engine.release(id);
+        crate::trace::mark("monitor: released");
         deleted();
+        crate::trace::mark("monitor: runtime delete done");
         break code;
     };
     let _ = std::fs::remove_file(&attach_sock);
-    let _ = std::fs::remove_dir_all(engine.run_dir(id).join("bundle"));
+    let _ = crate::trash::discard(&engine.state, &engine.run_dir(id).join("bundle"));
     if let Ok(c) = engine.get(id)
         && c.config.auto_remove
         && c.state != state::REMOVING
     {
         let _ = engine.remove(id, true, true);
+        crate::trace::mark("monitor: removed");
     }
     Ok(code)
 }
@@ -538,8 +571,10 @@ fn start_once(
     let bundle = rundir.join("bundle");
     std::fs::create_dir_all(&bundle).map_err(Error::io("create directory", &bundle))?;
     engine.mount_rootfs(c)?;
+    crate::trace::mark("monitor: rootfs mounted");
     let req = c.network_request();
     let att = crate::sandbox::setup_for(engine, c)?;
+    crate::trace::mark("monitor: network set up");
     // bound before the container runs, so its first query finds the server
     let dns = match (&att.dns, &att.netns) {
         (Some(net), crate::network::Netns::Path(ns)) => {
@@ -638,7 +673,9 @@ fn start_once(
         out_pipes = Some((or, er));
     }
     cmd.arg(&c.id);
+    crate::trace::mark("monitor: runtime run");
     let out = cmd.output().map_err(Error::io("run runtime", &rt.bin))?;
+    crate::trace::mark("monitor: runtime run returned");
     if !out.status.success() {
         // berth-oci's own error went to the container's stderr pipe too: dropped
         // with it
@@ -704,6 +741,7 @@ fn start_once(
         "state = CASE WHEN state = 'removing' THEN state ELSE 'running' END, pid = ?2, started_at = ?3, finished_at = ''",
         &[&i64::from(pid), &now],
     )?;
+    crate::trace::mark("monitor: running recorded");
     Ok(Running { pid, pumps, dns })
 }
 

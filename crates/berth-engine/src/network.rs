@@ -1540,12 +1540,8 @@ pub fn teardown(
 ) -> Result<(), Error> {
     if crate::slirp::teardown(&net_dir(state, container_id)) {
         let dir = net_dir(state, container_id);
-        return match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_err(format!("remove {}", dir.display()))(e))
-            }
-            _ => Ok(()),
-        };
+        return crate::trash::discard(state, &dir)
+            .map_err(io_err(format!("remove {}", dir.display())));
     }
     let tx = crate::store::immediate(conn)?;
     let row = conn
@@ -1586,13 +1582,9 @@ pub fn teardown(
         berth_net::netns::remove(&net_dir(state, container_id).join("netns"))?;
     }
     tx.commit()?;
+    // renamed away now, deleted later (see crate::trash)
     let dir = net_dir(state, container_id);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io_err(format!("remove {}", dir.display()))(e))
-        }
-        _ => Ok(()),
-    }
+    crate::trash::discard(state, &dir).map_err(io_err(format!("remove {}", dir.display())))
 }
 
 #[cfg(test)]

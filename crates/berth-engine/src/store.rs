@@ -40,6 +40,7 @@ pub fn open(root: &Path) -> Result<rusqlite::Connection, Error> {
         source,
     };
     let conn = rusqlite::Connection::open(&path).map_err(wrap)?;
+    crate::trace::mark("db: opened");
     conn.busy_timeout(Duration::from_secs(30)).map_err(wrap)?;
     // the last connection to close would checkpoint the WAL with an fsync: on a busy
     // disk 100+ ms at the end of every CLI call. Checkpoints still happen as the WAL
@@ -53,11 +54,13 @@ pub fn open(root: &Path) -> Result<rusqlite::Connection, Error> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
     )
     .map_err(wrap)?;
+    crate::trace::mark("db: pragmas");
     conn.execute_batch(crate::network::SCHEMA).map_err(wrap)?;
     conn.execute_batch(crate::container::SCHEMA).map_err(wrap)?;
     conn.execute_batch(crate::volume::SCHEMA).map_err(wrap)?;
     crate::network::migrate(&conn).map_err(wrap)?;
     conn.execute_batch(crate::dns::SCHEMA).map_err(wrap)?;
+    crate::trace::mark("db: schema");
     Ok(conn)
 }
 
@@ -69,6 +72,14 @@ pub fn open(root: &Path) -> Result<rusqlite::Connection, Error> {
 /// uncommitted; its errors convert into every berth crate's error with `?`.
 pub fn immediate(conn: &rusqlite::Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+}
+
+/// Copies the WAL into the database file without blocking anyone (PASSIVE), so the
+/// log stays short: the first connection of a process group to open the database
+/// reads the whole WAL to rebuild its index, so a long one costs every CLI call.
+/// Monitors call it after they reported the exit (its fsyncs are nobody's wait).
+pub fn checkpoint(conn: &rusqlite::Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
 }
 
 #[cfg(test)]

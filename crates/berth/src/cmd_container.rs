@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use berth_engine::container::{Container, state};
-use berth_engine::{CreateConfig, Engine, Error as EngineError, logs, monitor};
+use berth_engine::{CreateConfig, Engine, Error as EngineError, logs, monitor, trace};
 use serde_json::{Value, json};
 
 use crate::Global;
@@ -751,13 +751,17 @@ fn create(g: &Global, eng: &Engine, a: CreateArgs) -> anyhow::Result<Container> 
     let cfg = to_config(&a)?;
     berth_engine::config::validate(&cfg)?;
     let (store, img) = ensure_image(g, &a.image, &a.pull)?;
+    trace::mark("cli: image resolved");
     Ok(eng.create(cfg, &store, &img)?)
 }
 
 fn run_container(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
+    trace::mark("cli: run");
     let eng = engine(g)?;
+    trace::mark("cli: engine open");
     let interactive = a.create.interactive;
     let c = create(g, &eng, a.create)?;
+    trace::mark("cli: created");
     let l = launcher(g)?;
     if a.detach {
         let h = eng
@@ -854,6 +858,7 @@ fn forward_signals(pid: i32, pty: Option<RawFd>) {
 
 fn foreground(h: &monitor::Handle, c: &Container, interactive: bool) -> anyhow::Result<u8> {
     let raw = (c.config.tty && interactive && std::io::stdin().is_terminal()).then(RawMode::enter);
+    trace::mark("cli: monitor spawned");
     let (pty, pid) = match h.started() {
         Ok(x) => x,
         Err(e) => {
@@ -867,8 +872,10 @@ fn foreground(h: &monitor::Handle, c: &Container, interactive: bool) -> anyhow::
     if let Some(p) = &pty_fd {
         copy_winsize(0, p.as_raw_fd());
     }
+    trace::mark("cli: started");
     forward_signals(pid, pty_fd.as_ref().map(|p| p.as_raw_fd()));
     let code = h.exited();
+    trace::mark("cli: exited");
     drop(raw);
     let _ = std::io::stdout().flush();
     Ok(code?.clamp(0, 255) as u8)

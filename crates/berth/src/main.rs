@@ -95,7 +95,9 @@ fn main() -> ExitCode {
     // `berth ps | head` must end quietly like other Unix tools, not panic on EPIPE
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    berth_engine::trace::mark("main");
     let cli = Cli::parse();
+    berth_engine::trace::mark("parsed");
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

@@ -320,3 +320,140 @@ fn embedded_dns_answers_names_records_and_forwards() {
     drop(roots);
     leaks.assert_clean();
 }
+
+/// A DNS query for `name` (type A, class IN) with id 0x4242.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Whether a DNS reply carries `ip` as an answer's address.
+fn reply_has(reply: &[u8], ip: Ipv4Addr) -> bool {
+    reply.len() > 12 && reply[..2] == [0x42, 0x42] && reply.windows(4).any(|w| w == ip.octets())
+}
+
+/// As docker: the embedded server listens on 127.0.0.11 at a port of its own and
+/// 127.0.0.11:53 is redirected to it inside the namespace, so a container may bind
+/// port 53 itself (a DNS server image) and still resolve names. TCP 53 is bound by
+/// the container's own program (busybox httpd); UDP 53 by this test from inside the
+/// container's namespace (this busybox has no UDP server applet), both on 0.0.0.0.
+#[test]
+fn a_container_binds_port_53_and_still_resolves_names() {
+    use std::io::{Read, Write};
+    let (roots, leaks) = setup();
+    let net = format!("dns53net{}", std::process::id());
+    ok(&roots, &["network", "create", &net]);
+    ok(
+        &roots,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "peer53",
+            "--network",
+            &net,
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    let peer: Ipv4Addr = ok(
+        &roots,
+        &["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "peer53"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    ok(
+        &roots,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "dns53",
+            "--network",
+            &net,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "53",
+            "-h",
+            "/etc",
+        ],
+    );
+    // the container's own server on TCP 0.0.0.0:53 runs and answers
+    let served = berth(
+        &roots,
+        &[
+            "exec",
+            "dns53",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:53/hostname",
+        ],
+    );
+    let running = ok(&roots, &["inspect", "-f", "{{.State.Running}}", "dns53"]);
+    let pid = ok(&roots, &["inspect", "-f", "{{.State.Pid}}", "dns53"]);
+    // names still resolve through 127.0.0.11:53 (udp) from the container's programs
+    let lookup = berth(&roots, &["exec", "dns53", "nslookup", "peer53"]);
+    // UDP 53 on every address is free, and 127.0.0.11:53 answers over UDP and TCP
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", pid.trim())).unwrap();
+    let (udp_bind, udp_answer, tcp_answer) = std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let own = UdpSocket::bind("0.0.0.0:53")
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let ask = UdpSocket::bind("0.0.0.0:0").unwrap();
+        ask.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        ask.send_to(&dns_query("peer53"), "127.0.0.11:53").unwrap();
+        let mut buf = [0u8; 512];
+        let udp = ask
+            .recv(&mut buf)
+            .map(|n| buf[..n].to_vec())
+            .unwrap_or_default();
+        let mut tcp = std::net::TcpStream::connect_timeout(
+            &"127.0.0.11:53".parse().unwrap(),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let q = dns_query("peer53");
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        tcp.write_all(&framed).unwrap();
+        let mut reply = vec![0u8; 514];
+        let n = tcp.read(&mut reply).unwrap_or(0);
+        (own, udp, reply[..n].to_vec())
+    })
+    .join()
+    .unwrap();
+    ok(&roots, &["rm", "-f", "dns53", "peer53"]);
+    ok(&roots, &["network", "rm", &net]);
+
+    assert_eq!(running.trim(), "true", "httpd on port 53 did not stay up");
+    assert!(
+        served.status.success() && !String::from_utf8_lossy(&served.stdout).trim().is_empty(),
+        "{served:?}"
+    );
+    let text = String::from_utf8_lossy(&lookup.stdout);
+    assert!(
+        lookup.status.success() && text.contains(&format!("Address: {peer}")),
+        "{lookup:?}"
+    );
+    assert_eq!(udp_bind, Ok(()), "binding 0.0.0.0:53/udp in the container");
+    assert!(reply_has(&udp_answer, peer), "udp answer {udp_answer:?}");
+    assert!(
+        tcp_answer.len() > 2 && reply_has(&tcp_answer[2..], peer),
+        "tcp answer {tcp_answer:?}"
+    );
+    drop(roots);
+    leaks.assert_clean();
+}

@@ -228,23 +228,101 @@ pub fn respond(query: &[u8], lookup: &LookupFn, upstreams: &[SocketAddr]) -> Opt
     }
 }
 
-/// Opens UDP and TCP sockets on 127.0.0.11:53 inside the namespace pinned at
-/// `netns` (or any namespace file, e.g. /proc/PID/ns/net). SO_REUSEPORT lets every
-/// holder of a shared namespace (containers of one sandbox) bind too: the kernel
-/// spreads queries over them and the others answer when one goes away.
+/// Opens UDP and TCP sockets for the embedded server inside the namespace pinned at
+/// `netns` (or any namespace file, e.g. /proc/PID/ns/net), and makes 127.0.0.11:53
+/// reach them. As docker does, the sockets listen on 127.0.0.11 at a high port the
+/// kernel picks, and an nftables table inside the namespace (`berth_dns`) DNATs
+/// 127.0.0.11:53 to them: port 53 stays free on every address for the container's
+/// own programs (a DNS server image binds 0.0.0.0:53).
+///
+/// Every holder of a shared namespace (containers of one sandbox) binds the ports
+/// already in use there, with SO_REUSEPORT: the kernel spreads queries over the
+/// holders and the others keep answering when one goes away.
 pub fn bind_in(netns: &Path) -> Result<(UdpSocket, TcpListener), Error> {
-    crate::netns::within(netns, || {
-        let udp = bound(libc::SOCK_DGRAM)?;
-        let tcp = bound(libc::SOCK_STREAM)?;
+    let (udp, tcp) = crate::netns::within(netns, || {
+        let udp_port = listening_port("udp", false).unwrap_or(0);
+        let tcp_port = listening_port("tcp", true).unwrap_or(0);
+        let udp = bound(libc::SOCK_DGRAM, udp_port)?;
+        let udp_port = local_port(&udp)?;
+        // the port of the namespace's other holders, else the UDP one when it is free
+        let tcp = if tcp_port != 0 {
+            bound(libc::SOCK_STREAM, tcp_port)?
+        } else {
+            bound(libc::SOCK_STREAM, udp_port).or_else(|_| bound(libc::SOCK_STREAM, 0))?
+        };
         // SAFETY: listen on our own socket.
         if unsafe { libc::listen(tcp.as_raw_fd(), 16) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok((UdpSocket::from(udp), TcpListener::from(tcp)))
+    })?;
+    let ports = (
+        udp.local_addr().map_err(io_error("udp address"))?.port(),
+        tcp.local_addr().map_err(io_error("tcp address"))?.port(),
+    );
+    crate::nft::apply_in(netns, &redirect_script(ports.0, ports.1))?;
+    Ok((udp, tcp))
+}
+
+fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io {
+        what: format!("embedded dns {what}"),
+        source,
+    }
+}
+
+/// The nft batch, run inside a container's namespace, that sends 127.0.0.11:53 to
+/// the embedded server's ports (replies get their source port back from conntrack).
+pub fn redirect_script(udp_port: u16, tcp_port: u16) -> String {
+    format!(
+        "add table ip berth_dns
+delete table ip berth_dns
+table ip berth_dns {{
+  chain output {{ type nat hook output priority -100; policy accept;
+    ip daddr {EMBEDDED_DNS} udp dport 53 dnat to {EMBEDDED_DNS}:{udp_port}
+    ip daddr {EMBEDDED_DNS} tcp dport 53 dnat to {EMBEDDED_DNS}:{tcp_port}
+  }}
+}}
+"
+    )
+}
+
+/// The port of a socket of this namespace bound to 127.0.0.11 (read from the calling
+/// thread's /proc/thread-self/net/{udp,tcp}; TCP sockets only when listening).
+fn listening_port(proto: &str, listening: bool) -> Option<u16> {
+    let table = std::fs::read_to_string(format!("/proc/thread-self/net/{proto}")).ok()?;
+    // addresses are the u32 in host (little-endian) order, as hex
+    let want = format!("{:08X}", u32::from(EMBEDDED_DNS).swap_bytes());
+    table.lines().skip(1).find_map(|line| {
+        let mut f = line.split_whitespace();
+        let local = f.nth(1)?;
+        let state = f.nth(1)?;
+        let (addr, port) = local.split_once(':')?;
+        (addr == want && (!listening || state == "0A"))
+            .then(|| u16::from_str_radix(port, 16).ok())
+            .flatten()
     })
 }
 
-fn bound(kind: i32) -> io::Result<OwnedFd> {
+fn local_port(fd: &OwnedFd) -> io::Result<u16> {
+    // SAFETY: zeroed sockaddr_in is a valid buffer for getsockname.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: addr and len describe a live buffer of that size.
+    let r = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u16::from_be(addr.sin_port))
+}
+
+fn bound(kind: i32, port: u16) -> io::Result<OwnedFd> {
     // SAFETY: plain socket call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -270,7 +348,7 @@ fn bound(kind: i32) -> io::Result<OwnedFd> {
     }
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 53u16.to_be(),
+        sin_port: port.to_be(),
         sin_addr: libc::in_addr {
             s_addr: u32::from(EMBEDDED_DNS).to_be(),
         },

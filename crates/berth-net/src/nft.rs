@@ -43,7 +43,36 @@ pub struct Mapping {
 
 /// Runs one nft batch (atomic: all of it applies or none).
 pub fn apply(script: &str) -> Result<(), Error> {
-    let mut child = Command::new("nft")
+    run(Command::new("nft"), script)
+}
+
+/// Runs one nft batch inside the network namespace pinned at `netns`.
+pub fn apply_in(netns: &std::path::Path, script: &str) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(netns).map_err(|source| Error::Netns {
+        path: netns.to_path_buf(),
+        source,
+    })?;
+    let fd = ns.as_raw_fd();
+    let mut cmd = Command::new("nft");
+    // SAFETY: setns is async-signal-safe; the descriptor stays open (ns outlives the
+    // spawn).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = run(cmd, script);
+    drop(ns);
+    r
+}
+
+fn run(mut cmd: Command, script: &str) -> Result<(), Error> {
+    let mut child = cmd
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

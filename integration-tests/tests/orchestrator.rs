@@ -420,6 +420,12 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
         (30000..=32767).contains(&auto) && auto != np,
         "allocated NodePort: {np_svc}"
     );
+    let described = norm(&c.ok(&["describe", "svc", "site-np"]));
+    assert!(
+        described.contains(&format!("NodePort: fixed {np}/TCP"))
+            && described.contains(&format!("NodePort: allocated {auto}/TCP")),
+        "{described}"
+    );
     let np_ports = format!("80:{np}/TCP,81:{auto}/TCP");
     let np_row = row("site-np");
     assert_eq!(np_row.get(1), Some(&"NodePort".to_string()), "{table}");

@@ -606,7 +606,13 @@ fn object(g: &Global, conn: &store::Connection, o: &Stored) -> anyhow::Result<St
                         p.target_port.as_ref().map_or(p.port.to_string(), port_text)
                     ),
                 );
-                if let Some(n) = p.node_port {
+                let allocated = || {
+                    berth_orchestrator::services::allocated_node_port(
+                        conn, ns, &m.name, proto, p.port,
+                    )
+                    .map(i64::from)
+                };
+                if let Some(n) = p.node_port.or_else(allocated) {
                     field(
                         &mut out,
                         "NodePort",

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 #[path = "../../fuzz/src/lib.rs"]
 mod targets;
 
+/// Longest one input may take here (a debug build; every kept input takes a few
+/// milliseconds): the two shell_word timeouts took 5 s each before their fix.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn regressions_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus-regressions")
 }
@@ -34,8 +38,12 @@ fn replay(target: &str, body: fn(&[u8])) {
     let mut failed = Vec::new();
     for f in &files {
         let data = std::fs::read(f).unwrap();
+        let t = std::time::Instant::now();
         if std::panic::catch_unwind(|| body(&data)).is_err() {
             failed.push(f.display().to_string());
+        } else if t.elapsed() > SLOW {
+            // the fuzzers' timeouts are findings too (an input that hangs a build)
+            failed.push(format!("{} (took {:?})", f.display(), t.elapsed()));
         }
     }
     targets::cleanup();

@@ -284,7 +284,9 @@ fn run_target(
     fs::create_dir_all(&artifacts)?;
     let before = listing(&artifacts)?;
     // targets make scratch files under TMPDIR: keep them out of /tmp and remove them
-    let tmp = target_dir.join("tmp").join(name);
+    let tmp = target_dir
+        .join("tmp")
+        .join(format!("{name}{}", if asan { "-asan" } else { "" }));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     let log_path = target_dir

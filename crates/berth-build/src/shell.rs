@@ -500,69 +500,6 @@ impl<E: Lookup + ?Sized> ShellWord<'_, E> {
     }
 }
 
-/// Shell pattern match (`*`, `?`, `[...]`, `\x`) of a whole string; `*` crosses `/`.
-pub(crate) fn shell_glob(pat: &[char], s: &[char]) -> bool {
-    // iterative matcher with single-star backtracking
-    let (mut p, mut i) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
-        if p < pat.len() {
-            match pat[p] {
-                '*' => {
-                    star = Some((p, i));
-                    p += 1;
-                    continue;
-                }
-                '?' => {
-                    p += 1;
-                    i += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((ok, next)) = match_class(pat, p, s[i])
-                        && ok
-                    {
-                        p = next;
-                        i += 1;
-                        continue;
-                    }
-                    if match_class(pat, p, s[i]).is_none() && s[i] == '[' {
-                        p += 1;
-                        i += 1;
-                        continue;
-                    }
-                }
-                '\\' if p + 1 < pat.len() => {
-                    if pat[p + 1] == s[i] {
-                        p += 2;
-                        i += 1;
-                        continue;
-                    }
-                }
-                c => {
-                    if c == s[i] {
-                        p += 1;
-                        i += 1;
-                        continue;
-                    }
-                }
-            }
-        }
-        match star {
-            Some((sp, si)) => {
-                p = sp + 1;
-                i = si + 1;
-                star = Some((sp, si + 1));
-            }
-            None => return false,
-        }
-    }
-    while p < pat.len() && pat[p] == '*' {
-        p += 1;
-    }
-    p == pat.len()
-}
-
 /// Matches `c` against the bracket expression starting at `pat[start] == '['`.
 /// Returns (matched, index after `]`), or `None` when the bracket is not closed.
 pub(crate) fn match_class(pat: &[char], start: usize, c: char) -> Option<(bool, usize)> {
@@ -599,68 +536,206 @@ pub(crate) fn match_class(pat: &[char], start: usize, c: char) -> Option<(bool, 
     }
 }
 
+/// One element of a shell pattern: each matches exactly one character, except `*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tok {
+    Star,
+    Any,
+    Lit(char),
+    /// A bracket expression starting at this index of the pattern.
+    Class(usize),
+}
+
+/// The pattern as a shell reads it: `\x` is a literal x, an unclosed `[` a
+/// literal `[`.
+fn tokens(pat: &[char]) -> Vec<Tok> {
+    let mut out = Vec::with_capacity(pat.len());
+    let mut p = 0;
+    while p < pat.len() {
+        match pat[p] {
+            '*' => out.push(Tok::Star),
+            '?' => out.push(Tok::Any),
+            '[' => {
+                if let Some((_, next)) = match_class(pat, p, '\0') {
+                    out.push(Tok::Class(p));
+                    p = next;
+                    continue;
+                }
+                out.push(Tok::Lit('['));
+            }
+            '\\' if p + 1 < pat.len() => {
+                out.push(Tok::Lit(pat[p + 1]));
+                p += 2;
+                continue;
+            }
+            c => out.push(Tok::Lit(c)),
+        }
+        p += 1;
+    }
+    out
+}
+
+/// Which prefixes of `s` the whole pattern matches: `out[k]` for `s[..k]`. One pass
+/// over `s` with the set of pattern positions reached (O(len(s) * len(pat))), where
+/// matching each prefix on its own costs a factor len(s) more: a long value under
+/// `${V/pattern/...}` made expansion take seconds (found by fuzzing).
+fn matching_prefixes(pat: &[char], toks: &[Tok], s: impl Iterator<Item = char>) -> Vec<bool> {
+    let n = toks.len();
+    let close = |set: &mut Vec<bool>| {
+        for t in 0..n {
+            if set[t] && toks[t] == Tok::Star {
+                set[t + 1] = true;
+            }
+        }
+    };
+    let mut set = vec![false; n + 1];
+    set[0] = true;
+    close(&mut set);
+    let mut out = vec![set[n]];
+    let mut alive = true;
+    for c in s {
+        if !alive {
+            out.push(false);
+            continue;
+        }
+        let mut next = vec![false; n + 1];
+        for t in (0..n).filter(|&t| set[t]) {
+            match toks[t] {
+                Tok::Star => next[t] = true,
+                Tok::Any => next[t + 1] = true,
+                Tok::Lit(x) if x == c => next[t + 1] = true,
+                Tok::Class(start) if match_class(pat, start, c).is_some_and(|(ok, _)| ok) => {
+                    next[t + 1] = true
+                }
+                _ => {}
+            }
+        }
+        close(&mut next);
+        alive = next.iter().any(|&b| b);
+        out.push(next[n]);
+        set = next;
+    }
+    out
+}
+
 fn trim_prefix(pat: &[char], value: &str, greedy: bool) -> String {
     let chars: Vec<char> = value.chars().collect();
-    let mut order: Vec<usize> = (0..=chars.len()).collect();
-    if greedy {
-        order.reverse();
+    let ends = matching_prefixes(pat, &tokens(pat), chars.iter().copied());
+    let mut lens = (0..=chars.len()).filter(|&k| ends[k]);
+    match if greedy {
+        lens.next_back()
+    } else {
+        lens.next()
+    } {
+        Some(n) => chars[n..].iter().collect(),
+        None => value.to_string(),
     }
-    for n in order {
-        if shell_glob(pat, &chars[..n]) {
-            return chars[n..].iter().collect();
-        }
-    }
-    value.to_string()
 }
 
 fn trim_suffix(pat: &[char], value: &str, greedy: bool) -> String {
     let chars: Vec<char> = value.chars().collect();
-    let mut order: Vec<usize> = (0..=chars.len()).collect();
-    if !greedy {
-        order.reverse();
+    // every token but `*` takes one character: the reversed pattern matches the
+    // reversed suffixes
+    let mut toks = tokens(pat);
+    toks.reverse();
+    let ends = matching_prefixes(pat, &toks, chars.iter().rev().copied());
+    let mut lens = (0..=chars.len()).filter(|&k| ends[k]);
+    match if greedy {
+        lens.next_back()
+    } else {
+        lens.next()
+    } {
+        Some(k) => chars[..chars.len() - k].iter().collect(),
+        None => value.to_string(),
     }
-    // start index of the suffix: greedy tries the longest suffix first
-    for start in order {
-        if shell_glob(pat, &chars[start..]) {
-            return chars[..start].iter().collect();
+}
+
+/// The leftmost, then longest, match of the pattern in `s` at or after `from`, as
+/// (start, end). One pass over `s` keeping, per pattern position, the earliest start
+/// that reaches it (O(len(s) * len(pat))), where trying every start costs a factor
+/// len(s) more.
+fn find_match(pat: &[char], toks: &[Tok], s: &[char], from: usize) -> Option<(usize, usize)> {
+    let n = toks.len();
+    let close = |set: &mut [Option<usize>]| {
+        for t in 0..n {
+            if toks[t] == Tok::Star
+                && let Some(st) = set[t]
+            {
+                set[t + 1] = Some(set[t + 1].map_or(st, |x| x.min(st)));
+            }
         }
+    };
+    let mut set: Vec<Option<usize>> = vec![None; n + 1];
+    let mut next: Vec<Option<usize>> = vec![None; n + 1];
+    let mut best: Option<(usize, usize)> = None;
+    let mut j = from;
+    loop {
+        // a thread starting here, while no match has been found yet
+        if best.is_none() && set[0].is_none() {
+            set[0] = Some(j);
+        }
+        close(&mut set);
+        if let Some(st) = set[n] {
+            match best {
+                Some((bs, _)) if st > bs => {}
+                _ => best = Some((st, j)),
+            }
+        }
+        if let Some((bs, _)) = best
+            && !set.iter().flatten().any(|&st| st <= bs)
+        {
+            break;
+        }
+        if j == s.len() {
+            break;
+        }
+        let c = s[j];
+        next.iter_mut().for_each(|x| *x = None);
+        for t in 0..n {
+            let Some(st) = set[t] else { continue };
+            let to = match toks[t] {
+                Tok::Star => t,
+                Tok::Any => t + 1,
+                Tok::Lit(x) if x == c => t + 1,
+                Tok::Class(start) if match_class(pat, start, c).is_some_and(|(ok, _)| ok) => t + 1,
+                _ => continue,
+            };
+            next[to] = Some(next[to].map_or(st, |x| x.min(st)));
+        }
+        std::mem::swap(&mut set, &mut next);
+        j += 1;
     }
-    value.to_string()
+    best
 }
 
 fn replace(pat: &[char], value: &str, replacement: &str, all: bool) -> String {
     let chars: Vec<char> = value.chars().collect();
+    // an empty pattern replaces nothing
+    if pat.is_empty() {
+        return value.to_string();
+    }
+    let toks = tokens(pat);
     let mut out = String::new();
     let mut i = 0;
     while i <= chars.len() {
-        // leftmost start, longest match there
-        let found = (i..=chars.len())
-            .rev()
-            .find(|&end| shell_glob(pat, &chars[i..end]));
-        match found {
-            Some(end) if !(pat.is_empty() && end == i) => {
-                out.push_str(replacement);
-                if end == i {
-                    if i < chars.len() {
-                        out.push(chars[i]);
-                    }
-                    i += 1;
-                } else {
-                    i = end;
-                }
-                if !all {
-                    out.extend(&chars[i.min(chars.len())..]);
-                    return out;
-                }
+        let Some((start, end)) = find_match(pat, &toks, &chars, i) else {
+            break;
+        };
+        out.extend(&chars[i..start]);
+        out.push_str(replacement);
+        if end == start {
+            if start < chars.len() {
+                out.push(chars[start]);
             }
-            _ => {
-                if i < chars.len() {
-                    out.push(chars[i]);
-                }
-                i += 1;
-            }
+            i = start + 1;
+        } else {
+            i = end;
+        }
+        if !all {
+            break;
         }
     }
+    out.extend(&chars[i.min(chars.len())..]);
     out
 }
 
@@ -832,12 +907,180 @@ mod tests {
     }
 
     #[test]
+    fn prefix_matching_agrees_with_glob() {
+        let pats = [
+            "", "*", "a*", "*a", "a*b*c", "?", "a?c", "[a-c]*", "*[!b]", "\\*x", "[", "[a", "a[",
+            "**", "*\\", "x*y*", "[]a]*", "*[a-]",
+        ];
+        let texts = [
+            "", "a", "abc", "aabbcc", "xayb*x", "[a", "c]a-", "ab\\", "*x", "]a",
+        ];
+        for p in pats {
+            let pat: Vec<char> = p.chars().collect();
+            let toks = tokens(&pat);
+            let mut rev = toks.clone();
+            rev.reverse();
+            for t in texts {
+                let s: Vec<char> = t.chars().collect();
+                let ends = matching_prefixes(&pat, &toks, s.iter().copied());
+                let rends = matching_prefixes(&pat, &rev, s.iter().rev().copied());
+                for k in 0..=s.len() {
+                    assert_eq!(ends[k], shell_glob(&pat, &s[..k]), "{p:?} on {:?}", &t[..k]);
+                    let suffix = &s[s.len() - k..];
+                    assert_eq!(
+                        rends[k],
+                        shell_glob(&pat, suffix),
+                        "{p:?} on suffix {suffix:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The matcher expansion used before `matching_prefixes` (single-star backtracking,
+    /// one whole string at a time): the reference the new matcher is checked against.
+    fn shell_glob(pat: &[char], s: &[char]) -> bool {
+        // iterative matcher with single-star backtracking
+        let (mut p, mut i) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while i < s.len() {
+            if p < pat.len() {
+                match pat[p] {
+                    '*' => {
+                        star = Some((p, i));
+                        p += 1;
+                        continue;
+                    }
+                    '?' => {
+                        p += 1;
+                        i += 1;
+                        continue;
+                    }
+                    '[' => {
+                        if let Some((ok, next)) = match_class(pat, p, s[i])
+                            && ok
+                        {
+                            p = next;
+                            i += 1;
+                            continue;
+                        }
+                        if match_class(pat, p, s[i]).is_none() && s[i] == '[' {
+                            p += 1;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                    '\\' if p + 1 < pat.len() => {
+                        if pat[p + 1] == s[i] {
+                            p += 2;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                    c => {
+                        if c == s[i] {
+                            p += 1;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                }
+            }
+            match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            }
+        }
+        while p < pat.len() && pat[p] == '*' {
+            p += 1;
+        }
+        p == pat.len()
+    }
+
+    /// `replace` as it was, trying every start and every end with shell_glob.
+    fn replace_slow(pat: &[char], value: &str, replacement: &str, all: bool) -> String {
+        let chars: Vec<char> = value.chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        while i <= chars.len() {
+            let found = (i..=chars.len())
+                .rev()
+                .find(|&end| shell_glob(pat, &chars[i..end]));
+            match found {
+                Some(end) if !(pat.is_empty() && end == i) => {
+                    out.push_str(replacement);
+                    if end == i {
+                        if i < chars.len() {
+                            out.push(chars[i]);
+                        }
+                        i += 1;
+                    } else {
+                        i = end;
+                    }
+                    if !all {
+                        out.extend(&chars[i.min(chars.len())..]);
+                        return out;
+                    }
+                }
+                _ => {
+                    if i < chars.len() {
+                        out.push(chars[i]);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn replace_agrees_with_trying_every_start() {
+        let pats = [
+            "", "*", "a*", "*a", "a*b", "?", "b?", "[a-c]", "[!b]*", "\\*", "[", "ab", "b*c", "**",
+            "x",
+        ];
+        let texts = [
+            "", "a", "abc", "aabbcc", "xayb*x", "[a", "cba", "bbbb", "abcabc",
+        ];
+        for p in pats {
+            let pat: Vec<char> = p.chars().collect();
+            for t in texts {
+                for all in [false, true] {
+                    assert_eq!(
+                        replace(&pat, t, "<>", all),
+                        replace_slow(&pat, t, "<>", all),
+                        "{p:?} in {t:?} (all: {all})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_values_expand_quickly() {
+        // ${V/pattern/...} over a long value took seconds (fuzzing found it)
+        let env = vec![("D".to_string(), "x".repeat(3000))];
+        let t = std::time::Instant::now();
+        let out = Lexer::new('\\')
+            .process_word("${D//*y/z}${D%%*y}${D##*y}${D/x*/a}", &env)
+            .unwrap();
+        assert_eq!(out.len(), 3000 * 3 + 1);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
     fn glob() {
         let g = |p: &str, s: &str| {
-            shell_glob(
-                &p.chars().collect::<Vec<_>>(),
-                &s.chars().collect::<Vec<_>>(),
-            )
+            let pat: Vec<char> = p.chars().collect();
+            matching_prefixes(&pat, &tokens(&pat), s.chars())[s.chars().count()]
         };
         assert!(g("*", ""));
         assert!(g("a*c", "abbbc"));

@@ -28,10 +28,13 @@ pub fn monotonic_ms() -> f64 {
 /// Prints a phase mark when tracing is on.
 pub fn mark(phase: &str) {
     if enabled() {
-        eprintln!(
-            "berth-trace {} {:.3} {phase}",
+        use std::io::Write;
+        // one write, so lines of processes sharing stderr do not interleave
+        let line = format!(
+            "berth-trace {} {:.3} {phase}\n",
             std::process::id(),
             monotonic_ms()
         );
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }

@@ -91,12 +91,36 @@ fn default_state() -> PathBuf {
     berth_runtime::rootless::default_state_root("berth")
 }
 
+/// The monitor's hidden verb exactly as the engine's launcher spells it, read without
+/// clap: every container start runs it, and building the whole command tree to parse
+/// it costs about a millisecond.
+fn monitor_cli() -> Option<Cli> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match &args[..] {
+        [r, root, s, state, verb, id]
+            if r == "--root" && s == "--state" && verb == "internal-monitor" =>
+        {
+            Some(Cli {
+                global: Global {
+                    root: root.into(),
+                    state: state.into(),
+                    log_level: std::env::var("BERTH_LOG").unwrap_or_else(|_| "warn".into()),
+                },
+                command: Command::Container(cmd_container::ContainerCommand::InternalMonitor {
+                    id: id.to_str()?.to_owned(),
+                }),
+            })
+        }
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
     // `berth ps | head` must end quietly like other Unix tools, not panic on EPIPE
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     berth_engine::trace::mark("main");
-    let cli = Cli::parse();
+    let cli = monitor_cli().unwrap_or_else(Cli::parse);
     berth_engine::trace::mark("parsed");
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -1,17 +1,22 @@
 #!/bin/bash
 # Regenerates hot-text.ld: the functions one `berth-oci run` of /bin/true executes (in
 # the runtime and in the container's init before its execve), which the release link
-# places together (build.rs). The kernel maps file pages 64 KiB around each fault, so
-# hot code spread over the whole 2.5 MiB .text mapped nearly all of it (peak RSS); put
-# together it maps a fraction. A stale list only loses that gain: functions it does not
-# name are laid out as before. Regenerate after larger changes to the run path:
+# places together (build.rs). The kernel maps 64 KiB or more of a file around each
+# fault, so hot code spread over the whole 2.5 MiB .text mapped nearly all of it (peak
+# RSS); put together it maps a fraction. A stale list only loses that gain: functions
+# it does not name are laid out as before. Regenerate after larger changes to the run path:
 #
-#   cargo build --release -p berth-oci && crates/berth-oci/hot-text.sh [BINARY]
+#   cargo build --release -p berth-oci && crates/berth-oci/hot-text.sh
+#   cargo build --release --workspace --bins && KEEP=1 crates/berth-oci/hot-text.sh
 #
-# Needs root, gdb (with python), jq and busybox; ~1 minute. Each pass runs under gdb
+# Both builds: the workspace one unifies dependency features differently, which renames
+# the instances of generic functions (the list names big generic families' instances
+# exactly); KEEP=1 adds to the list instead of replacing it. The binary keeps its
+# symbols for this (root Cargo.toml).
+# Needs root, gdb (with python), jq and busybox; takes seconds. Each pass runs under gdb
 # with a breakpoint on every function of the binary, recording the first hit of each.
-# Run it in the setting the bench measures too (e.g. inside the cgroup-v1 view of
-# xtask/src/bench/runtime.rs) and pass the earlier lists with KEEP=1 to merge.
+# Run it in the setting the bench measures (inside the cgroup-v1 view of
+# xtask/src/bench/runtime.rs); the host's hybrid cgroups add a function or two.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$(realpath "${1:-$here/../../target/release/berth-oci}")
@@ -29,7 +34,7 @@ jq '.process.terminal = false | .process.args = ["/bin/true"]' \
 mv "$work/c.json" "$work/bundle/config.json"
 cp "$bin" "$work/ro/berth-oci"
 nm "$bin" 2>/dev/null | awk '$2 == "t" || $2 == "T" {print $1, $3}' >"$work/syms"
-[ -s "$work/syms" ] || { echo "$bin has no symbol table (build it with strip = false)"; exit 1; }
+[ -s "$work/syms" ] || { echo "$bin has no symbol table (build it with strip=false, see above)"; exit 1; }
 
 cat >"$work/trace.py" <<'EOF'
 import gdb, os

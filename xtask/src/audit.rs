@@ -552,6 +552,7 @@ struct Swept {
     unmounted: Vec<String>,
     loops: Vec<String>,
     cgroups: Vec<String>,
+    kept_cgroups: Vec<String>,
     tables: Vec<String>,
     kept: Option<String>,
 }
@@ -605,6 +606,7 @@ pub fn sweep(
         show("unmounted", &s.unmounted);
         show("detached", &s.loops);
         show("removed cgroup", &s.cgroups);
+        show("kept cgroup", &s.kept_cgroups);
         show("deleted nft", &s.tables);
         if let Some(why) = &s.kept {
             println!("  NOT removed: {why}");
@@ -717,6 +719,7 @@ fn sweep_root(dir: &Path, berth: Option<&Path>) -> Swept {
             }) || cgroup_paths.iter().any(|c| !c.is_empty() && cg == c)
         })
     };
+    let mut killed_pids = BTreeSet::new();
     for p in proc_list() {
         if p.paths.iter().any(|(_, v)| inside(v))
             || p.cmdline.split_whitespace().any(&inside)
@@ -724,6 +727,7 @@ fn sweep_root(dir: &Path, berth: Option<&Path>) -> Swept {
         {
             // SAFETY: kill has no memory preconditions; the pid was just read from /proc.
             if unsafe { libc::kill(p.pid, libc::SIGKILL) } == 0 {
+                killed_pids.insert(p.pid);
                 s.killed.push(format!("pid {} `{}`", p.pid, p.cmdline));
             }
         }
@@ -782,7 +786,21 @@ fn sweep_root(dir: &Path, berth: Option<&Path>) -> Swept {
             candidates.push(h.join(p.trim_start_matches('/')));
         }
         for c in candidates {
-            if c.is_dir() && remove_cgroup(&c) {
+            if !c.is_dir() {
+                continue;
+            }
+            // a short name (a runtime test's "c1") may be another root's live
+            // container: only cgroups holding nothing but what was killed above go
+            let foreign: Vec<i32> = cgroup_pids(&c)
+                .into_iter()
+                .filter(|p| !killed_pids.contains(p))
+                .collect();
+            if !foreign.is_empty() {
+                s.kept_cgroups.push(format!(
+                    "{} (it holds pids {foreign:?} not of this root)",
+                    c.display()
+                ));
+            } else if remove_cgroup(&c) {
                 s.cgroups.push(c.display().to_string());
             }
         }
@@ -938,6 +956,23 @@ fn walk_names(dir: &Path, depth: usize, ids: &mut BTreeSet<String>, paths: &mut 
             }
         }
     }
+}
+
+/// The processes in a cgroup and its children.
+fn cgroup_pids(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(cgroup_pids(&e.path()));
+            }
+        }
+    }
+    pids
 }
 
 /// Removes a cgroup directory and its children (deepest first); true when it is gone.

@@ -194,6 +194,19 @@ pub fn list(engine: &Engine) -> Result<Vec<Sandbox>> {
         .collect()
 }
 
+/// Every sandbox's name and labels, half-made ones included: deciding whether a
+/// sandbox still belongs to something needs only its labels, and a sandbox whose
+/// creation was killed has no attachment for [`get`] to show.
+pub fn labels(engine: &Engine) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+    let mut out = Vec::new();
+    for name in network::sandbox_names(&engine.conn)? {
+        if let Some(row) = network::sandbox_row(&engine.conn, &name)? {
+            out.push((row.name, row.labels));
+        }
+    }
+    Ok(out)
+}
+
 /// Removes a sandbox: its endpoint, published ports and namespace pin. Refused while
 /// running containers use it, unless `force` (they keep the namespace until they
 /// exit; nothing is left once they do).
@@ -248,4 +261,30 @@ pub(crate) fn setup_for(engine: &Engine, c: &Container) -> Result<Attachment> {
         &c.id,
         &req,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_include_half_made_sandboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("root"), &dir.path().join("state")).unwrap();
+        // a creator killed between the row and its network: no attachment
+        engine
+            .conn
+            .execute(
+                "INSERT INTO sandboxes (id, name, request, labels, created, dir, attachment)
+                 VALUES (?1, 'half', '{}', '{\"pod\":\"gone\"}', '2026-01-01T00:00:00Z',
+                         '/nonexistent', '')",
+                [format!("{:064x}", 1)],
+            )
+            .unwrap();
+        assert!(list(&engine).is_err(), "list needs every attachment");
+        let all = labels(&engine).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, "half");
+        assert_eq!(all[0].1.get("pod").map(String::as_str), Some("gone"));
+    }
 }

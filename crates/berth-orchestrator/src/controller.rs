@@ -288,14 +288,14 @@ impl<'a> Controller<'a> {
         // listing them costs a query per sandbox
         self.passes = self.passes.wrapping_add(1);
         let sweep = self.passes % 20 == 1 || had_orphans;
-        if let Some(sandboxes) = sweep.then(|| sandbox::list(self.engine).ok()).flatten() {
-            for sb in sandboxes {
-                let orphan = sb
-                    .labels
+        // labels, not list: one half-made sandbox must not hide every orphan
+        if let Some(sandboxes) = sweep.then(|| sandbox::labels(self.engine).ok()).flatten() {
+            for (name, labels) in sandboxes {
+                let orphan = labels
                     .get(POD_UID_LABEL)
                     .is_some_and(|uid| !pods.iter().any(|p| &p.uid == uid));
                 if orphan {
-                    let _ = sandbox::remove(self.engine, &sb.name, true);
+                    let _ = sandbox::remove(self.engine, &name, true);
                 }
             }
         }

@@ -291,6 +291,12 @@ table ip berth_dns {{
 /// thread's /proc/thread-self/net/{udp,tcp}; TCP sockets only when listening).
 fn listening_port(proto: &str, listening: bool) -> Option<u16> {
     let table = std::fs::read_to_string(format!("/proc/thread-self/net/{proto}")).ok()?;
+    embedded_port_in(&table, listening)
+}
+
+/// The port of the first socket on 127.0.0.11 in a /proc/net/{udp,tcp} table (with
+/// `listening`, only sockets in TCP state LISTEN).
+fn embedded_port_in(table: &str, listening: bool) -> Option<u16> {
     // addresses are the u32 in host (little-endian) order, as hex
     let want = format!("{:08X}", u32::from(EMBEDDED_DNS).swap_bytes());
     table.lines().skip(1).find_map(|line| {
@@ -567,5 +573,30 @@ mod tests {
         let r = respond(&query("example.org", 1), &|_| Lookup::Forward, &[up]).unwrap();
         t.join().unwrap();
         assert_eq!(&r[r.len() - 4..], &[192, 0, 2, 1]);
+    }
+
+    #[test]
+    fn finds_the_embedded_server_port_in_proc_tables() {
+        let udp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  1: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 11 2 0 0
+  2: 0B00007F:A7C3 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12 2 0 0
+";
+        assert_eq!(embedded_port_in(udp, false), Some(0xA7C3));
+        let tcp = "  sl  local_address rem_address   st
+  0: 0B00007F:A7C3 0B00007F:1F90 01 00000000:00000000
+  1: 0B00007F:B000 00000000:0000 0A 00000000:00000000
+";
+        // an established connection is not the server; the listener is
+        assert_eq!(embedded_port_in(tcp, true), Some(0xB000));
+        assert_eq!(embedded_port_in("header\n", true), None);
+        let script = redirect_script(40000, 40001);
+        assert!(
+            script.contains("udp dport 53 dnat to 127.0.0.11:40000"),
+            "{script}"
+        );
+        assert!(
+            script.contains("tcp dport 53 dnat to 127.0.0.11:40001"),
+            "{script}"
+        );
     }
 }

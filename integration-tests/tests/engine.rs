@@ -977,3 +977,33 @@ fn default_bridge_published_port_and_init() {
     assert_no_containers(&roots);
     leak.assert_clean();
 }
+
+#[test]
+fn relative_roots_work_from_any_directory() {
+    let (roots, _leaks) = setup();
+    // `--root root --state state` from the directory holding both, as a user types it
+    let o = Command::new(integration_tests::bin_path("berth"))
+        .current_dir(roots.path())
+        .env_remove("BERTH_ROOT")
+        .env_remove("BERTH_STATE")
+        .args(["--root", "root", "--state", "state"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "echo",
+            "relative ok",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "run with relative roots failed: {}\n{}",
+        o.status,
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout), "relative ok\n");
+}

@@ -120,7 +120,14 @@ fn main() -> ExitCode {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     berth_engine::trace::mark("main");
-    let cli = monitor_cli().unwrap_or_else(Cli::parse);
+    let mut cli = monitor_cli().unwrap_or_else(Cli::parse);
+    // a relative --root or --state would be read from other directories later (the
+    // runtime's config.json, the monitor): resolve them once against ours
+    for dir in [&mut cli.global.root, &mut cli.global.state] {
+        if let Ok(abs) = std::path::absolute(&*dir) {
+            *dir = abs;
+        }
+    }
     berth_engine::trace::mark("parsed");
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.global.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

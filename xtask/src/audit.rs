@@ -17,6 +17,7 @@
 //! Per-test checks live in `integration_tests::LeakCheck`; this catches what a test
 //! cannot see about itself (a killed test, a helper process outliving its test).
 
+use berth_cgroups::unescape_mountinfo as unescape;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -212,26 +213,6 @@ fn is_berth_path(path: &str) -> bool {
         || path.starts_with("/run/berth/")
         || path.starts_with("/run/berth-oci/")
         || (path.starts_with("/run/user/") && path.contains("/berth"))
-}
-
-/// `/proc/self/mountinfo` escapes blanks as `\040` and the like.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One mount of the host's mount namespace.

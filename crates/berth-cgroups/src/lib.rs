@@ -82,7 +82,7 @@ use std::path::PathBuf;
 
 pub use convert::{blkio_weight_to_io_weight, cpu_max, shares_to_weight, swap_to_v2};
 pub use manager::{CgroupState, V1Dir};
-pub use mountinfo::Layout;
+pub use mountinfo::{Layout, unescape as unescape_mountinfo};
 pub use nix::sys::signal::Signal;
 pub use path::DEFAULT_PARENT;
 pub use stats::{

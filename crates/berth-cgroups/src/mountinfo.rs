@@ -65,8 +65,9 @@ const V1_CONTROLLERS: &[&str] = &[
     "debug",
 ];
 
-/// Undo the octal escapes (`\040` for space etc.) mountinfo uses in paths.
-fn unescape(s: &str) -> String {
+/// Undo the octal escapes (`\040` for space etc.) mountinfo uses in paths; public as
+/// [`crate::unescape_mountinfo`] for other readers of /proc/self/mountinfo.
+pub fn unescape(s: &str) -> String {
     if !s.contains('\\') {
         return s.to_string();
     }

@@ -426,6 +426,33 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             && described.contains(&format!("NodePort: allocated {auto}/TCP")),
         "{described}"
     );
+    // a nodePort another Service holds (written or allocated) is refused, as kube does
+    for (taken, holder) in [(np, "site-np"), (auto, "site-np")] {
+        let f = c.roots.path().join("dup.yaml");
+        std::fs::write(
+            &f,
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: dup-np}}\nspec:\n  \
+                 type: NodePort\n  selector: {{app: site}}\n  \
+                 ports: [{{port: 80, targetPort: http, nodePort: {taken}}}]\n"
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = c.berth(&["apply", "-f", f.to_str().unwrap()]);
+        assert_ne!(code, 0, "{err}");
+        assert!(
+            err.contains(&format!(
+                "service default/dup-np: spec.ports[0].nodePort: {taken}: provided port is \
+                 already allocated (by service default/{holder})"
+            )),
+            "{err}"
+        );
+        let (_, _, err) = c.berth(&["get", "svc", "dup-np"]);
+        assert!(
+            err.contains("not found"),
+            "nothing of dup-np applied: {err}"
+        );
+    }
     let np_ports = format!("80:{np}/TCP,81:{auto}/TCP");
     let np_row = row("site-np");
     assert_eq!(np_row.get(1), Some(&"NodePort".to_string()), "{table}");

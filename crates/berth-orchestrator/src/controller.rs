@@ -361,7 +361,7 @@ impl<'a> Controller<'a> {
             names.push((ns.to_string(), name.clone(), ip));
             rendered.push(services::render(&spec, ns, ip, &endpoints));
         }
-        services::release_missing(conn, &keep)?;
+        services::release_missing(conn, &self.engine.root, &keep)?;
         if self.last_dns.as_ref() != Some(&names) {
             match self.publish_dns(&names) {
                 Ok(()) => self.last_dns = Some(names),

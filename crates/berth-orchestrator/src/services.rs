@@ -8,7 +8,8 @@
 //! virtual IP without endpoints is rejected on this host rather than sent anywhere.
 //! A NodePort Service port without a `nodePort` gets one from 30000-32767, as in
 //! Kubernetes: the first free one from a start derived from the root, kept while the
-//! port exists.
+//! port exists, claimed host-wide (see [`CLAIMS`]) so two roots never share one. A
+//! written `nodePort` another Service of the root holds is refused at apply.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -150,13 +151,18 @@ pub fn with_node_ports(
         p.node_port = Some(np.into());
         wanted.push((proto, p.port));
     }
-    let held: Vec<(String, i64)> = conn
+    let held: Vec<(String, i64, u16)> = conn
         .prepare(
-            "SELECT protocol, port FROM k8s_service_node_ports WHERE namespace=?1 AND name=?2",
+            "SELECT protocol, port, node_port FROM k8s_service_node_ports
+             WHERE namespace=?1 AND name=?2",
         )?
-        .query_map(params![ns, name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![ns, name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (proto, port) in held.into_iter().filter(|h| !wanted.contains(h)) {
+    for (proto, port, np) in held {
+        if wanted.contains(&(proto.clone(), port)) {
+            continue;
+        }
+        unclaim(Path::new(CLAIMS), root, np);
         conn.execute(
             "DELETE FROM k8s_service_node_ports
              WHERE namespace=?1 AND name=?2 AND protocol=?3 AND port=?4",
@@ -176,6 +182,9 @@ fn allocate_node_port(
     protocol: &str,
     port: i64,
 ) -> Result<u16, store::Error> {
+    // IMMEDIATE: an apply writing an explicit nodePort waits, so it sees this one
+    let tx = berth_engine::store::immediate(conn)?;
+    let conn = &*tx;
     let mut used: Vec<u16> = conn
         .prepare("SELECT node_port FROM k8s_service_node_ports")?
         .query_map([], |r| r.get(0))?
@@ -186,7 +195,11 @@ fn allocate_node_port(
     let start = u16::from_be_bytes([h[2], h[3]]) % span;
     let free = (0..span)
         .map(|i| NODE_PORTS.start() + (start + i) % span)
-        .find(|np| !used.contains(np) && host_port_free(protocol, *np))
+        .find(|np| {
+            !used.contains(np)
+                && host_port_free(protocol, *np)
+                && claim(Path::new(CLAIMS), root, *np)
+        })
         .ok_or_else(|| store::Error::NodePortsExhausted {
             service: format!("{ns}/{name}"),
         })?;
@@ -195,28 +208,131 @@ fn allocate_node_port(
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![ns, name, protocol, port, free],
     )?;
+    tx.commit()?;
     Ok(free)
 }
 
 /// NodePorts written in the manifests of this root's Services.
 fn written_node_ports(conn: &rusqlite::Connection) -> Result<Vec<u16>, store::Error> {
-    let manifests: Vec<String> = conn
-        .prepare("SELECT manifest FROM k8s_objects WHERE kind='Service'")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(manifests
-        .iter()
-        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-        .flat_map(|v| {
-            v["spec"]["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["nodePort"].as_u64())
-                .filter_map(|n| u16::try_from(n).ok())
-                .collect::<Vec<_>>()
-        })
+    Ok(node_port_holders(conn)?
+        .into_iter()
+        .filter(|(_, _, written)| *written)
+        .map(|(np, _, _)| np)
         .collect())
+}
+
+/// Every NodePort of this root's Services: (port, "namespace/name", written in the
+/// manifest rather than allocated).
+fn node_port_holders(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(u16, String, bool)>, store::Error> {
+    let manifests: Vec<(String, String, String)> = conn
+        .prepare("SELECT namespace, name, manifest FROM k8s_objects WHERE kind='Service'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut held = Vec::new();
+    for (ns, name, m) in manifests {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&m) else {
+            continue;
+        };
+        for p in v["spec"]["ports"].as_array().into_iter().flatten() {
+            if let Some(n) = p["nodePort"].as_u64().and_then(|n| u16::try_from(n).ok()) {
+                held.push((n, format!("{ns}/{name}"), true));
+            }
+        }
+    }
+    let allocated: Vec<(u16, String, String)> = conn
+        .prepare("SELECT node_port, namespace, name FROM k8s_service_node_ports")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    held.extend(
+        allocated
+            .into_iter()
+            .map(|(np, ns, name)| (np, format!("{ns}/{name}"), false)),
+    );
+    Ok(held)
+}
+
+/// Refuses `object` (at apply) if it is a Service with a `nodePort` another Service
+/// of this root holds, written or allocated: as kube-apiserver, the first one keeps it.
+pub fn check_node_ports(
+    conn: &rusqlite::Connection,
+    object: &crate::manifest::Object,
+) -> Result<(), store::Error> {
+    let crate::manifest::Body::Service(spec) = &object.body else {
+        return Ok(());
+    };
+    let me = format!("{}/{}", object.namespace(), object.metadata.name);
+    let explicit: Vec<(usize, i64)> = spec
+        .ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.node_port?)))
+        .collect();
+    if explicit.is_empty() {
+        return Ok(());
+    }
+    let holders = node_port_holders(conn)?;
+    for (index, port) in explicit {
+        if let Some((_, holder, _)) = holders
+            .iter()
+            .find(|(np, holder, _)| i64::from(*np) == port && *holder != me)
+        {
+            return Err(store::Error::NodePortAllocated {
+                service: me,
+                index,
+                port,
+                holder: holder.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Host-wide claims of automatic NodePorts: one file per port holding the root that
+/// allocated it, so two roots of one host (tests run many) never pick the same one.
+/// A file beats reading every root's nft table: the claim is taken before the rules
+/// exist, under one lock, so two roots allocating at once cannot both win. A claim
+/// whose root directory is gone is stale and taken over (roots removed without
+/// deleting their Services leave them behind).
+const CLAIMS: &str = "/run/berth-node-ports";
+
+/// Claims `port` for `root` in `dir`: false if another live root holds it. I/O
+/// failures (e.g. /run not writable) count as claimed: the host-bound check and the
+/// root-derived start still apply.
+fn claim(dir: &Path, root: &Path, port: u16) -> bool {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let attempt = || -> std::io::Result<bool> {
+        std::fs::create_dir_all(dir)?;
+        let lock = std::fs::File::create(dir.join(".lock"))?;
+        lock.lock()?;
+        let path = dir.join(port.to_string());
+        if let Ok(holder) = std::fs::read_to_string(&path)
+            && Path::new(&holder) != root
+            && !holder.is_empty()
+            && Path::new(&holder).exists()
+        {
+            return Ok(false);
+        }
+        std::fs::write(&path, root.as_os_str().as_encoded_bytes())?;
+        Ok(true)
+    };
+    attempt().unwrap_or_else(|e| {
+        tracing::warn!("claim NodePort {port} in {}: {e}", dir.display());
+        true
+    })
+}
+
+/// Drops the claim of `root` on `port`, if it is its own.
+fn unclaim(dir: &Path, root: &Path, port: u16) {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let path = dir.join(port.to_string());
+    let Ok(lock) = std::fs::File::create(dir.join(".lock")) else {
+        return;
+    };
+    if lock.lock().is_ok() && std::fs::read_to_string(&path).is_ok_and(|h| Path::new(&h) == root) {
+        let _ = std::fs::remove_file(&path);
+    }
 }
 
 /// Whether nothing on this host is bound to `port` (the NodePort rules would take
@@ -233,6 +349,7 @@ fn host_port_free(protocol: &str, port: u16) -> bool {
 /// Forgets the virtual IPs and NodePorts of Services that are gone.
 pub fn release_missing(
     conn: &rusqlite::Connection,
+    root: &Path,
     keep: &[(String, String)],
 ) -> Result<(), store::Error> {
     let all: Vec<(String, String)> = conn
@@ -247,16 +364,17 @@ pub fn release_missing(
             )?;
         }
     }
-    let with_ports: Vec<(String, String)> = conn
-        .prepare("SELECT DISTINCT namespace, name FROM k8s_service_node_ports")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let with_ports: Vec<(String, String, u16)> = conn
+        .prepare("SELECT namespace, name, node_port FROM k8s_service_node_ports")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    for (ns, name) in with_ports {
+    for (ns, name, np) in with_ports {
         if !keep.contains(&(ns.clone(), name.clone())) {
             conn.execute(
                 "DELETE FROM k8s_service_node_ports WHERE namespace=?1 AND name=?2",
                 params![ns, name],
             )?;
+            unclaim(Path::new(CLAIMS), root, np);
         }
     }
     Ok(())
@@ -483,7 +601,114 @@ mod tests {
         let plain = with_node_ports(&conn, dir.path(), "default", "s", &cluster_ip).unwrap();
         assert_eq!(plain.ports[1].node_port, None);
         assert_eq!(allocated_node_port(&conn, "default", "s", "UDP", 81), None);
-        release_missing(&conn, &[]).unwrap();
+        release_missing(&conn, dir.path(), &[]).unwrap();
         assert_eq!(allocated_node_port(&conn, "default", "t", "UDP", 81), None);
+    }
+
+    fn apply_svc(conn: &rusqlite::Connection, name: &str, ports: &str) -> Result<(), store::Error> {
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n\
+             spec: {{type: NodePort, selector: {{app: x}}, ports: {ports}}}\n"
+        );
+        let parsed = crate::manifest::parse("t.yaml", &text).unwrap();
+        store::apply(conn, &parsed.objects[0], &parsed.values[0], "").map(|_| ())
+    }
+
+    #[test]
+    fn explicit_node_port_held_by_another_service_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(dir.path()).unwrap();
+        // explicit first: a second explicit one is refused, the auto one skips it
+        apply_svc(&conn, "a", "[{port: 80, nodePort: 30080}]").unwrap();
+        let err = apply_svc(
+            &conn,
+            "b",
+            "[{name: x, port: 81}, {name: y, port: 80, nodePort: 30080}]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "service default/b: spec.ports[1].nodePort: 30080: provided port is already \
+             allocated (by service default/a)"
+        );
+        assert!(
+            store::list(&conn, "Service").unwrap().len() == 1,
+            "nothing of b stored"
+        );
+        // the same Service may apply its own port again
+        apply_svc(&conn, "a", "[{port: 80, nodePort: 30080, name: web}]").unwrap();
+        // an allocator that would start at the explicit port takes the next one
+        let used = written_node_ports(&conn).unwrap();
+        assert_eq!(used, vec![30080]);
+
+        // auto first: the allocated port refuses a later explicit one
+        let auto = {
+            let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+                "type": "NodePort", "ports": [{"port": 90}]
+            }))
+            .unwrap();
+            with_node_ports(&conn, dir.path(), "default", "c", &spec)
+                .unwrap()
+                .ports[0]
+                .node_port
+                .unwrap()
+        };
+        assert_ne!(auto, 30080, "auto allocation skips the explicit one");
+        let err = apply_svc(&conn, "d", &format!("[{{port: 80, nodePort: {auto}}}]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "{auto}: provided port is already allocated (by service default/c)"
+            )),
+            "{err}"
+        );
+        release_missing(&conn, dir.path(), &[]).unwrap();
+    }
+
+    #[test]
+    fn auto_allocation_skips_every_explicit_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(dir.path()).unwrap();
+        // the port the allocator would pick first for this root, written explicitly
+        let h = root_hash(dir.path());
+        let span = NODE_PORTS.end() - NODE_PORTS.start() + 1;
+        let first = NODE_PORTS.start() + u16::from_be_bytes([h[2], h[3]]) % span;
+        apply_svc(&conn, "a", &format!("[{{port: 80, nodePort: {first}}}]")).unwrap();
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "type": "NodePort", "ports": [{"port": 90}]
+        }))
+        .unwrap();
+        let got = with_node_ports(&conn, dir.path(), "default", "b", &spec).unwrap();
+        assert_ne!(got.ports[0].node_port, Some(i64::from(first)));
+        release_missing(&conn, dir.path(), &[]).unwrap();
+    }
+
+    #[test]
+    fn host_wide_claims_keep_two_roots_apart() {
+        let claims = tempfile::tempdir().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        assert!(claim(claims.path(), a.path(), 30500));
+        assert!(claim(claims.path(), a.path(), 30500), "own claim again");
+        assert!(
+            !claim(claims.path(), b.path(), 30500),
+            "held by a live root"
+        );
+        unclaim(claims.path(), b.path(), 30500);
+        assert!(
+            !claim(claims.path(), b.path(), 30500),
+            "b cannot drop a's claim"
+        );
+        unclaim(claims.path(), a.path(), 30500);
+        assert!(claim(claims.path(), b.path(), 30500), "released");
+        // a claim whose root is gone is stale
+        let b_path = b.path().to_path_buf();
+        drop(b);
+        assert!(!b_path.exists());
+        assert!(
+            claim(claims.path(), a.path(), 30500),
+            "stale claim taken over"
+        );
     }
 }

@@ -73,6 +73,20 @@ pub enum Error {
         /// Why.
         source: Box<manifest::Error>,
     },
+    /// An explicit `nodePort` another Service of this root holds (as kube-apiserver).
+    #[error(
+        "service {service}: spec.ports[{index}].nodePort: {port}: provided port is already allocated (by service {holder})"
+    )]
+    NodePortAllocated {
+        /// namespace/name of the refused Service.
+        service: String,
+        /// Index of the port in spec.ports.
+        index: usize,
+        /// The NodePort.
+        port: i64,
+        /// namespace/name of the Service holding it.
+        holder: String,
+    },
     /// Every NodePort of 30000-32767 is taken.
     #[error("service {service}: no free NodePort in 30000-32767")]
     NodePortsExhausted {
@@ -140,6 +154,7 @@ pub fn apply(
     // IMMEDIATE: a deferred transaction that later writes fails at once with "database
     // is locked" when serve wrote in between; this one waits its turn (busy timeout)
     let tx = berth_engine::store::immediate(conn)?;
+    crate::services::check_node_ports(&tx, object)?;
     let old: Option<(String, i64)> = tx
         .query_row(
             "SELECT manifest, generation FROM k8s_objects WHERE kind=?1 AND namespace=?2 AND name=?3",

@@ -434,7 +434,8 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             format!(
                 "apiVersion: v1\nkind: Service\nmetadata: {{name: dup-np}}\nspec:\n  \
                  type: NodePort\n  selector: {{app: site}}\n  \
-                 ports: [{{port: 80, targetPort: http, nodePort: {taken}}}]\n"
+                 ports: [{{port: 80, targetPort: http, nodePort: {taken}}}]\n---\n\
+                 apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: after-dup}}\n"
             ),
         )
         .unwrap();
@@ -452,6 +453,8 @@ fn service_answers_throughout_a_rolling_update_and_goes_away() {
             err.contains("not found"),
             "nothing of dup-np applied: {err}"
         );
+        // as kubectl, the other objects of the input still apply
+        c.ok(&["get", "configmap", "after-dup"]);
     }
     let np_ports = format!("80:{np}/TCP,81:{auto}/TCP");
     let np_row = row("site-np");

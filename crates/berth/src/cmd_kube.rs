@@ -404,11 +404,20 @@ fn apply(g: &Global, files: &[PathBuf]) -> anyhow::Result<u8> {
         );
     }
     let conn = store::open(&g.root)?;
+    let mut refused = false;
     for (o, mut v) in objects {
         if let Some(ns) = &o.metadata.namespace {
             v["metadata"]["namespace"] = json!(ns);
         }
-        let outcome = store::apply(&conn, &o, &v, "")?;
+        // as kubectl: an object the server refuses is reported, the others still apply
+        let outcome = match store::apply(&conn, &o, &v, "") {
+            Err(e @ store::Error::NodePortAllocated { .. }) => {
+                eprintln!("Error from server (Invalid): {e}");
+                refused = true;
+                continue;
+            }
+            other => other?,
+        };
         println!(
             "{}/{} {}",
             resource_name(o.kind()),
@@ -417,7 +426,7 @@ fn apply(g: &Global, files: &[PathBuf]) -> anyhow::Result<u8> {
         );
     }
     kick(g);
-    Ok(0)
+    Ok(u8::from(refused))
 }
 
 pub(crate) fn canonical_kind(kind: &str) -> anyhow::Result<&'static str> {

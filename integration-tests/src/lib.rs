@@ -186,6 +186,19 @@ pub fn write_owner(dir: &Path) -> Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
+/// What a runtime state directory still holds, hidden entries (locks) aside: empty
+/// once every container of a test is deleted. A missing directory holds nothing.
+pub fn state_entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Private berth roots for one test: persistent root and runtime state, both removed
 /// when dropped.
 #[derive(Debug)]

@@ -891,14 +891,7 @@ fn kill_9_of_berth_oci_create() {
         );
         delete(&id);
     }
-    let left: Vec<String> = std::fs::read_dir(&state)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = integration_tests::state_entries(&state);
     assert!(left.is_empty(), "state left: {left:?}");
     leaks.assert_clean();
     figure("crash.oci_create.kills", runs as f64, "runs");

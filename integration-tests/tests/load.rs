@@ -337,14 +337,7 @@ fn berth_oci_create_delete_cycles_leave_nothing_and_do_not_grow() {
         fds_before,
         "the test's own descriptors changed"
     );
-    let left: Vec<_> = std::fs::read_dir(&state)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = integration_tests::state_entries(&state);
     assert!(left.is_empty(), "state left: {left:?}");
     leaks.assert_clean();
 }

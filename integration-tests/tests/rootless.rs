@@ -479,6 +479,26 @@ fn rootless_lifecycle_with_subid_ranges() {
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
+/// Writes the busybox fixture image as a docker-archive `busybox.tar` in `d`, makes the
+/// subdirectories `dirs`, and gives all of `d` to the test user; returns the archive.
+fn busybox_archive_for_test_user(d: &Path, dirs: &[&str]) -> PathBuf {
+    let store = berth_image::Store::open(&d.join("layout")).unwrap();
+    berth_image::fixtures::busybox_image(&store, IMAGE).unwrap();
+    let archive = d.join("busybox.tar");
+    let f = std::fs::File::create(&archive).unwrap();
+    berth_image::archive::save(&store, &[IMAGE.to_owned()], f).unwrap();
+    for sub in dirs {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let o = Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    archive
+}
+
 /// podman run by the test user with its own storage, run root and tmp dir under a
 /// temp dir, berth-oci as the runtime (state under the default
 /// $XDG_RUNTIME_DIR/berth-oci, which podman's cleanup also uses), and busybox loaded
@@ -522,17 +542,7 @@ impl RootlessPodman {
             ),
         )
         .unwrap();
-        let store = berth_image::Store::open(&d.join("layout")).unwrap();
-        berth_image::fixtures::busybox_image(&store, IMAGE).unwrap();
-        let f = std::fs::File::create(d.join("busybox.tar")).unwrap();
-        berth_image::archive::save(&store, &[IMAGE.to_owned()], f).unwrap();
-        let o = Command::new("chown")
-            .args(["-R", &format!("{UID}:{UID}")])
-            .arg(d)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", err(&o));
-        let archive = d.join("busybox.tar");
+        let archive = busybox_archive_for_test_user(d, &[]);
         let p = RootlessPodman { dir };
         let o = p.run(&["load", "-q", "-i", archive.to_str().unwrap()]);
         assert!(o.status.success(), "podman load: {}", err(&o));
@@ -684,19 +694,7 @@ fn berth_run_rootless() {
         .unwrap();
     let d = dir.path();
     let mut leak = LeakCheck::new(&[d.display().to_string()]);
-    let store = berth_image::Store::open(&d.join("layout")).unwrap();
-    berth_image::fixtures::busybox_image(&store, IMAGE).unwrap();
-    let f = std::fs::File::create(d.join("busybox.tar")).unwrap();
-    berth_image::archive::save(&store, &[IMAGE.to_owned()], f).unwrap();
-    for sub in ["data", "run"] {
-        std::fs::create_dir(d.join(sub)).unwrap();
-    }
-    let o = Command::new("chown")
-        .args(["-R", &format!("{UID}:{UID}")])
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", err(&o));
+    busybox_archive_for_test_user(d, &["data", "run"]);
     let berth = |args: &[&str]| -> Output {
         as_user(&bin_path("berth"))
             .env("XDG_DATA_HOME", d.join("data"))
